@@ -1,0 +1,24 @@
+"""steamprice: a Faust stream-processing Steam price monitor.
+
+``faust -A steamprice worker`` finds the Faust app through the ``app`` attribute of this package;
+it is built lazily so that importing the pure modules never touches the environment.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["app"]
+
+if TYPE_CHECKING:
+    import faust
+
+    app: faust.App
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from steamprice.app import app
+
+        return app
+    raise AttributeError(name)

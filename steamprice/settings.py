@@ -1,0 +1,204 @@
+"""One frozen settings object built from the environment (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from decouple import AutoConfig, Csv, UndefinedValueError
+
+COUNTRY_RE = re.compile(r"^[a-z]{2}$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the setting."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``, so it cannot leak into logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a worker; field comments are the documentation (see README)."""
+
+    # Kafka bootstrap URL(s), e.g. ``kafka://127.0.0.1:9092``.
+    kafka_broker: str = "kafka://127.0.0.1:9092"
+    # Faust app id: consumer group and prefix of every topic.
+    app_id: str = "steam-prices"
+    # Partitions of every topic the app creates; tables are co-partitioned with them.
+    topic_partitions: int = 8
+    # Where RocksDB table state lives (one folder per worker).
+    data_dir: str = "./data"
+    # Faust web server port: stats page, /metrics, /health.
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    enable_metrics: bool = True
+
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_user: str = "root"
+    mysql_password: Secret = field(default_factory=lambda: Secret(""))
+    mysql_db: str = "steam_db"
+
+    # Base of ``/api/appdetails``.
+    steam_store_url: str = "https://store.steampowered.com"
+    # Base of ``/IStoreService/GetAppList/v1/``.
+    steam_api_url: str = "https://api.steampowered.com"
+    # Web API key, only for app-list discovery.
+    steam_api_key: Secret = field(default_factory=lambda: Secret(""))
+    steamspy_url: str = "https://steamspy.com/api.php"
+    # Regions (``cc`` codes) to price.
+    steam_countries: tuple[str, ...] = ("us",)
+    # Pace of store requests from this worker (Steam allows ~200 per 5 minutes per IP).
+    steam_max_requests_per_minute: float = 40.0
+    # App ids per ``appdetails`` request.
+    steam_batch_size: int = 100
+    # First pause after a 429; grows on repeats.
+    steam_backoff_seconds: float = 30.0
+    # Longest the crawler waits to fill a batch before sending a partial one.
+    steam_batch_wait_seconds: float = 2.0
+    # Timeout of one store request.
+    steam_request_timeout_seconds: float = 20.0
+    # How often each tracked app is re-priced.
+    recrawl_interval_seconds: float = 21600.0
+    # How often the scheduler looks for due apps.
+    schedule_tick_seconds: float = 10.0
+
+    discord_webhook_url: Secret = field(default_factory=lambda: Secret(""))
+    enable_discord: bool = True
+
+    # Sink batching: at most this many rows per transaction, waiting at most this long.
+    sink_batch_size: int = 500
+    sink_batch_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def discord_enabled(self) -> bool:
+        return self.enable_discord and bool(self.discord_webhook_url)
+
+    def topic_name(self, short: str) -> str:
+        return f"{self.app_id}.{short}"
+
+    def validate(self) -> None:
+        if not self.kafka_broker:
+            raise SettingsError("KAFKA_BROKER must name at least one broker")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.app_id):
+            raise SettingsError(f"APP_ID {self.app_id!r} may only hold letters, digits, '.', '_', '-'")
+        if not self.steam_countries:
+            raise SettingsError("STEAM_COUNTRIES must list at least one country code")
+        for cc in self.steam_countries:
+            if not COUNTRY_RE.match(cc):
+                raise SettingsError(f"STEAM_COUNTRIES: {cc!r} is not a two-letter country code")
+        if not 1 <= self.steam_batch_size <= 1000:
+            raise SettingsError("STEAM_BATCH_SIZE must be between 1 and 1000")
+        if self.steam_max_requests_per_minute <= 0:
+            raise SettingsError("STEAM_MAX_REQUESTS_PER_MINUTE must be positive")
+        if self.steam_backoff_seconds <= 0:
+            raise SettingsError("STEAM_BACKOFF_SECONDS must be positive")
+        if self.recrawl_interval_seconds <= 0:
+            raise SettingsError("RECRAWL_INTERVAL_SECONDS must be positive")
+        if self.topic_partitions < 1:
+            raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if not 1 <= self.web_port <= 65535:
+            raise SettingsError("WEB_PORT must be a TCP port")
+        for name in ("steam_store_url", "steam_api_url", "steamspy_url"):
+            url = getattr(self, name)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"{name.upper()} must be an http(s) URL, not {url!r}")
+        hook = self.discord_webhook_url.get()
+        if hook and urlsplit(hook).scheme not in ("http", "https"):
+            # Never echo the value: it holds the webhook token.
+            raise SettingsError("DISCORD_WEBHOOK_URL must be an http(s) URL")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"not a boolean: {value!r}")
+
+
+def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment and an optional ``.env`` file (env wins)."""
+    config = AutoConfig(search_path=search_path or ".")
+    d = Settings()
+
+    def get(name: str, default: Any, cast: Any = str) -> Any:
+        try:
+            return config(name, default=default, cast=cast)
+        except (ValueError, UndefinedValueError) as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+    values: dict[str, Any] = {
+        "kafka_broker": get("KAFKA_BROKER", d.kafka_broker),
+        "app_id": get("APP_ID", d.app_id),
+        "topic_partitions": get("TOPIC_PARTITIONS", d.topic_partitions, int),
+        "data_dir": get("DATA_DIR", d.data_dir),
+        "web_port": get("WEB_PORT", d.web_port, int),
+        "web_host": get("WEB_HOST", d.web_host),
+        "enable_metrics": get("ENABLE_METRICS", d.enable_metrics, _bool),
+        "mysql_host": get("MYSQL_HOST", d.mysql_host),
+        "mysql_port": get("MYSQL_PORT", d.mysql_port, int),
+        "mysql_user": get("MYSQL_USER", d.mysql_user),
+        "mysql_password": Secret(get("MYSQL_PASSWORD", "")),
+        "mysql_db": get("MYSQL_DB", d.mysql_db),
+        "steam_store_url": get("STEAM_STORE_URL", d.steam_store_url).rstrip("/"),
+        "steam_api_url": get("STEAM_API_URL", d.steam_api_url).rstrip("/"),
+        "steam_api_key": Secret(get("STEAM_API_KEY", "")),
+        "steamspy_url": get("STEAMSPY_URL", d.steamspy_url),
+        "steam_countries": tuple(
+            c.strip().lower() for c in get("STEAM_COUNTRIES", "us", Csv()) if c.strip()
+        ),
+        "steam_max_requests_per_minute": get(
+            "STEAM_MAX_REQUESTS_PER_MINUTE", d.steam_max_requests_per_minute, float
+        ),
+        "steam_batch_size": get("STEAM_BATCH_SIZE", d.steam_batch_size, int),
+        "steam_backoff_seconds": get("STEAM_BACKOFF_SECONDS", d.steam_backoff_seconds, float),
+        "steam_batch_wait_seconds": get(
+            "STEAM_BATCH_WAIT_SECONDS", d.steam_batch_wait_seconds, float
+        ),
+        "steam_request_timeout_seconds": get(
+            "STEAM_REQUEST_TIMEOUT_SECONDS", d.steam_request_timeout_seconds, float
+        ),
+        "recrawl_interval_seconds": get(
+            "RECRAWL_INTERVAL_SECONDS", d.recrawl_interval_seconds, float
+        ),
+        "schedule_tick_seconds": get("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds, float),
+        "discord_webhook_url": Secret(get("DISCORD_WEBHOOK_URL", "")),
+        "enable_discord": get("ENABLE_DISCORD", d.enable_discord, _bool),
+        "sink_batch_size": get("SINK_BATCH_SIZE", d.sink_batch_size, int),
+        "sink_batch_seconds": get("SINK_BATCH_SECONDS", d.sink_batch_seconds, float),
+    }
+    values.update(overrides)
+    return Settings(**values)
