@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["app"]
+__all__ = ["app", "main"]
 
 if TYPE_CHECKING:
     import faust
@@ -22,3 +22,16 @@ def __getattr__(name: str) -> Any:
 
         return app
     raise AttributeError(name)
+
+
+def main() -> None:
+    """The ``steamprice`` command: settings errors are reported plainly, not as tracebacks."""
+    import sys
+
+    from steamprice.settings import SettingsError
+
+    try:
+        from steamprice.cli import main as cli_main
+    except SettingsError as exc:
+        sys.exit(f"steamprice: invalid setting: {exc}")
+    cli_main()

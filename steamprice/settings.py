@@ -110,7 +110,9 @@ class Settings:
         if not self.kafka_broker:
             raise SettingsError("KAFKA_BROKER must name at least one broker")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.app_id):
-            raise SettingsError(f"APP_ID {self.app_id!r} may only hold letters, digits, '.', '_', '-'")
+            raise SettingsError(
+                f"APP_ID {self.app_id!r} may only hold letters, digits, '.', '_', '-'"
+            )
         if not self.steam_countries:
             raise SettingsError("STEAM_COUNTRIES must list at least one country code")
         for cc in self.steam_countries:

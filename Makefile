@@ -1,0 +1,50 @@
+# The habits: `make run` (the main job) and `make test` (every test) work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK := scripts/stack.sh
+SHARED_DATA ?= $(abspath ../shared/data/steam)
+export STEAMPRICE_SHARED_DATA ?= $(SHARED_DATA)
+
+.PHONY: venv up down status run worker seed migrate test test-unit test-integration lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+up:
+	@$(STACK) up
+
+down:
+	@$(STACK) down
+
+status:
+	@$(STACK) status
+
+migrate: venv up
+	$(VENV)/bin/steamprice migrate
+
+run: venv up
+	@scripts/run.sh
+
+test: venv up
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit tests/agents
+
+lint: venv
+	$(VENV)/bin/ruff check steamprice tests bench
+	$(VENV)/bin/ruff format --check steamprice tests bench
+	$(VENV)/bin/mypy
+
+bench: venv up
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m steamprice`` is the ``steamprice`` command."""
+
+from steamprice import main
+
+main()

@@ -1,0 +1,1 @@
+"""Stream agents: intake and schedule, crawl, normalize, change detection."""

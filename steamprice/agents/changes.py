@@ -1,0 +1,28 @@
+"""Change agent: compares each observation with the last state of its (app, region)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steamprice.app import app
+from steamprice.pricing import apply_observation
+from steamprice.schedule import record_success
+from steamprice.services import metrics
+from steamprice.tables import app_state_table, price_key, price_state_table
+from steamprice.topics import price_changes_topic, prices_normalized_topic
+
+
+@app.agent(prices_normalized_topic, name="changes")
+async def detect_changes(stream: Any) -> None:
+    """One message at a time (no concurrency, no take): table writes stay in their partition."""
+    async for obs in stream:
+        key = price_key(obs.app_id, obs.cc)
+        state, events = apply_observation(price_state_table.get(key), obs)
+        if state is not None:
+            price_state_table[key] = state
+        healed = record_success(app_state_table.get(obs.app_id))
+        if healed is not None:
+            app_state_table[obs.app_id] = healed
+        for event in events:
+            await price_changes_topic.send(key=event.app_id, value=event)
+            metrics.price_changes.labels(event.kind).inc()

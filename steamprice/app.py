@@ -1,0 +1,56 @@
+"""Builds the Faust app from the settings (nothing else happens here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from steamprice.settings import Settings, load_settings
+
+# The modules that declare agents, timers and pages, loaded explicitly (no package scan).
+AGENT_MODULES = [
+    "steamprice.agents.intake",
+    "steamprice.agents.crawl",
+    "steamprice.agents.normalize",
+    "steamprice.agents.changes",
+    "steamprice.sinks.mysql",
+    "steamprice.sinks.discord",
+    "steamprice.web",
+    "steamprice.cli",
+]
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store="rocksdb://",
+        datadir=str(Path(settings.data_dir).resolve()),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        key_serializer="json",
+        value_serializer="json",
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_stats_enabled=True,
+        autodiscover=AGENT_MODULES,
+        origin="steamprice",
+        # A new worker starts at the beginning of topics it has never consumed: seeds sent
+        # before the first worker ran are not lost.
+        consumer_auto_offset_reset="earliest",
+        # Tables are small per app; standby replicas let a second worker take over quickly.
+        table_standby_replicas=1,
+        broker_commit_every=1000,
+        broker_commit_interval=2.0,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        # Sinks may legitimately wait on a database outage or a Discord pause for minutes.
+        broker_max_poll_interval=3600.0,
+        stream_recovery_delay=0.0,
+    )
+
+
+settings = load_settings()
+app = create_app(settings)

@@ -1,0 +1,190 @@
+"""Operator commands (``steamprice seed|migrate|retry-failed``) beside Faust's own ``worker``.
+
+``steamprice`` is Faust's command line for this app, so ``steamprice worker`` and
+``faust -A steamprice worker`` are the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from faust.cli import AppCommand, argument, option
+
+from steamprice.app import app, settings
+from steamprice.database import describe_error
+from steamprice.database import migrate as apply_migrations
+from steamprice.models import AppState, ScheduleCommand
+from steamprice.schedule import RETRY, BadSeed, parse_seed
+from steamprice.steam import USER_AGENT, StoreError, parse_app_list
+from steamprice.tables import app_state_table
+from steamprice.topics import ALL_TOPICS, app_ids_topic, schedule_topic
+
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class Progress:
+    """A one-line progress display on stderr for long inputs (silent for short ones)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self._last = time.monotonic()
+        self._shown = False
+
+    def tick(self, n: int = 1) -> None:
+        self.count += n
+        if time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
+            self._last = time.monotonic()
+            self._shown = True
+            print(f"\r{self.what}: {self.count:,}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self._shown:
+            print(f"\r{self.what}: {self.count:,}", file=sys.stderr, flush=True)
+
+
+def ids_from_lines(lines: Iterable[str], source: str) -> Iterator[int]:
+    """App ids from text, one per line; blank lines and ``#`` comments are skipped."""
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            yield parse_seed(text)
+        except BadSeed as exc:
+            raise BadSeed(f"{source}:{number}: {exc}") from None
+
+
+def ids_from_file(path: str) -> list[int]:
+    """``--file``: a path, or ``-`` for standard input (a CLI reads it before any I/O starts)."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    return list(ids_from_lines(text.splitlines(), path))
+
+
+async def _ensure_topics() -> None:
+    for topic in ALL_TOPICS:
+        await topic.maybe_declare()
+
+
+async def _discover(progress: Progress) -> list[int]:
+    """Every app id of the catalog, paged through ``IStoreService/GetAppList/v1``."""
+    key = settings.steam_api_key.get()
+    if not key:
+        raise SystemExit("steamprice seed --all needs STEAM_API_KEY (a Steam Web API key)")
+    found: list[int] = []
+    last: int | None = 0
+    url = f"{settings.steam_api_url}/IStoreService/GetAppList/v1/"
+    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
+        while last is not None:
+            params = {"key": key, "max_results": "50000", "last_appid": str(last)}
+            async with session.get(url, params=params) as resp:
+                page = parse_app_list(resp.status, await resp.read())
+            ids = [a["appid"] for a in page.apps if isinstance(a.get("appid"), int)]
+            found.extend(ids)
+            progress.tick(len(ids))
+            last = page.last_appid
+    return found
+
+
+@app.command(
+    argument("app_ids", nargs=-1),
+    option("--file", "file_", type=str, default=None, help="One app id per line ('-' = stdin)."),
+    option("--all", "all_", is_flag=True, default=False, help="Every app of the Steam catalog."),
+)
+async def seed(self: AppCommand, app_ids: tuple[str, ...], file_: str | None, all_: bool) -> None:
+    """Put app ids on the seed topic (a tracked app is re-checked now)."""
+    try:
+        ids = list(ids_from_lines(app_ids, "argument"))
+        if file_:
+            ids.extend(ids_from_file(file_))
+        if all_:
+            discovering = Progress("Discovered apps")
+            ids.extend(await _discover(discovering))
+            discovering.done()
+    except (BadSeed, StoreError, OSError, aiohttp.ClientError) as exc:
+        raise SystemExit(f"steamprice seed: {exc}") from None
+    if not ids:
+        raise SystemExit("steamprice seed: no app ids given (APP_ID ..., --file PATH or --all)")
+    unique = list(dict.fromkeys(ids))
+    await _ensure_topics()
+    progress = Progress("Sent")
+    for app_id in unique:
+        await app_ids_topic.send(key=str(app_id).encode(), value=str(app_id).encode())
+        progress.tick()
+    await app.producer.flush()
+    progress.done()
+    self.say(
+        f"Sent {len(unique)} app ids to {app_ids_topic.get_topic_name()}"
+        + (f" ({len(ids) - len(unique)} duplicates dropped)" if len(ids) > len(unique) else "")
+    )
+
+
+@app.command()
+async def migrate(self: AppCommand) -> None:
+    """Create the database and apply the schema migrations (idempotent)."""
+    try:
+        applied = await apply_migrations(settings)
+    except Exception as exc:
+        raise SystemExit(f"steamprice migrate: {describe_error(exc)}") from None
+    self.say(
+        f"Database {settings.mysql_db}: "
+        + (f"applied {', '.join(applied)}" if applied else "schema up to date")
+    )
+
+
+async def _failed_apps() -> list[int]:
+    """Apps whose latest state in the app-state changelog is ``failed``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    servers = ",".join(u.split("://", 1)[-1] for u in settings.kafka_broker.split(";"))
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = app_state_table.changelog_topic.get_topic_name()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        latest: dict[int, bool] = {}
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=2000)
+            for tp, records in batches.items():
+                for r in records:
+                    key = json.loads(r.key)
+                    latest[key] = bool(r.value and AppState.loads(r.value).failed)
+                    if r.offset + 1 >= end[tp]:
+                        remaining.discard(tp)
+            if not batches:
+                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+        return sorted(a for a, failed in latest.items() if failed)
+    finally:
+        await consumer.stop()
+
+
+@app.command()
+async def retry_failed(self: AppCommand) -> None:
+    """Re-enqueue every app whose last check failed."""
+    failed = await _failed_apps()
+    await _ensure_topics()
+    now = datetime.now(UTC)
+    for app_id in failed:
+        await schedule_topic.send(
+            key=app_id, value=ScheduleCommand(app_id=app_id, op=RETRY, at=now)
+        )
+    await app.producer.flush()
+    self.say(f"Re-enqueued {len(failed)} failed apps")
+
+
+def main() -> Any:
+    return app.main()

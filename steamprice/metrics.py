@@ -1,0 +1,123 @@
+"""All Prometheus metrics of the pipeline, in one bundle bound to a registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    # Contract names (kept from the original pipeline's dashboards).
+    games_processed: Counter  # steam_games_processed_total{task,status}
+    api_requests: Counter  # steam_api_requests_total{endpoint,status}
+    api_response_seconds: Histogram  # steam_api_response_seconds{endpoint}
+    kafka_messages: Counter  # steam_kafka_messages_total{topic,operation}
+    task_duration_seconds: Histogram  # steam_task_duration_seconds{task}
+    pipeline_status: Gauge  # steam_pipeline_status{pipeline}
+    queue_size: Gauge  # steam_queue_size{queue}
+    # Added by this project.
+    rate_limit_pauses: Counter  # steam_rate_limit_pauses_total{endpoint,reason}
+    rate_limit_pause_seconds: Counter  # steam_rate_limit_pause_seconds_total{endpoint}
+    bad_input: Counter  # steam_bad_input_total{source,reason}
+    batch_size: Histogram  # steam_batch_size{task}
+    sink_retries: Counter  # steam_sink_retries_total{sink}
+    sink_rows: Counter  # steam_sink_rows_total{table}
+    price_changes: Counter  # steam_price_changes_total{kind}
+    discord_deliveries: Counter  # steam_discord_deliveries_total{status}
+    discord_webhook_enabled: Gauge  # steam_discord_webhook_enabled
+    last_success: Gauge  # steam_last_success_timestamp_seconds{endpoint}
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=r,
+            games_processed=Counter(
+                "steam_games_processed", "Apps processed by a task", ["task", "status"], registry=r
+            ),
+            api_requests=Counter(
+                "steam_api_requests",
+                "HTTP requests to Steam, SteamSpy and Discord",
+                ["endpoint", "status"],
+                registry=r,
+            ),
+            api_response_seconds=Histogram(
+                "steam_api_response_seconds",
+                "HTTP response time",
+                ["endpoint"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            kafka_messages=Counter(
+                "steam_kafka_messages",
+                "Messages consumed and produced",
+                ["topic", "operation"],
+                registry=r,
+            ),
+            task_duration_seconds=Histogram(
+                "steam_task_duration_seconds",
+                "Time spent per batch or message of a task",
+                ["task"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            pipeline_status=Gauge(
+                "steam_pipeline_status",
+                "1 while the pipeline runs, 0 once stopped",
+                ["pipeline"],
+                registry=r,
+            ),
+            queue_size=Gauge("steam_queue_size", "Pending and failed work", ["queue"], registry=r),
+            rate_limit_pauses=Counter(
+                "steam_rate_limit_pauses",
+                "Pauses forced by a 429 or 403",
+                ["endpoint", "reason"],
+                registry=r,
+            ),
+            rate_limit_pause_seconds=Counter(
+                "steam_rate_limit_pause_seconds",
+                "Seconds spent paused by rate limits",
+                ["endpoint"],
+                registry=r,
+            ),
+            bad_input=Counter(
+                "steam_bad_input",
+                "Unusable input routed to app-ids-failed or skipped",
+                ["source", "reason"],
+                registry=r,
+            ),
+            batch_size=Histogram(
+                "steam_batch_size",
+                "Items per batch",
+                ["task"],
+                buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+                registry=r,
+            ),
+            sink_retries=Counter(
+                "steam_sink_retries", "Sink batches retried after an error", ["sink"], registry=r
+            ),
+            sink_rows=Counter("steam_sink_rows", "Rows written to MySQL", ["table"], registry=r),
+            price_changes=Counter(
+                "steam_price_changes", "Price changes detected", ["kind"], registry=r
+            ),
+            discord_deliveries=Counter(
+                "steam_discord_deliveries",
+                "Discord notifications by outcome",
+                ["status"],
+                registry=r,
+            ),
+            discord_webhook_enabled=Gauge(
+                "steam_discord_webhook_enabled", "1 while the webhook is usable", registry=r
+            ),
+            last_success=Gauge(
+                "steam_last_success_timestamp_seconds",
+                "Unix time of the last successful request",
+                ["endpoint"],
+                registry=r,
+            ),
+        )

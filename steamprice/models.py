@@ -1,0 +1,128 @@
+"""Records carried by the topics and held in the tables (data only, no behaviour)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import faust
+
+# Shared Record options: JSON on the wire, ISO-8601 datetimes parsed back into aware datetimes,
+# no Faust metadata blob in every message (keeps `kcat` output readable and messages small).
+_OPTIONS = {"serializer": "json", "isodates": True, "include_metadata": False}
+
+
+class ScheduleCommand(faust.Record, **_OPTIONS):
+    """A request to the scheduler about one app, keyed by app id.
+
+    ``op`` is ``seed`` (a user asked: check now), ``recheck`` (the timer found it due), ``failed``
+    (the crawler gave up on it, ``reason`` says why) or ``retry`` (`steamprice retry-failed`).
+    """
+
+    app_id: int
+    op: str
+    at: datetime
+    reason: str = ""
+
+
+class CrawlRequest(faust.Record, **_OPTIONS):
+    """One app to price now, in every configured region."""
+
+    app_id: int
+    requested_at: datetime
+
+
+class RawPrice(faust.Record, **_OPTIONS):
+    """One app's entry of one ``appdetails`` answer, exactly as Steam sent it (JSON text)."""
+
+    app_id: int
+    cc: str
+    fetched_at: datetime
+    entry: str
+
+
+class Observation(faust.Record, **_OPTIONS):
+    """A normalised price observation of one app in one region.
+
+    Prices are integers in Steam's x100 units; they are ``None`` unless ``status == "priced"``.
+    ``obs_id`` is stable for one fetch, so a redelivered observation is recognised downstream.
+    """
+
+    app_id: int
+    cc: str
+    status: str
+    currency: str | None
+    initial: int | None
+    final: int | None
+    discount_percent: int | None
+    observed_at: datetime
+    obs_id: str
+
+
+class PriceChange(faust.Record, **_OPTIONS):
+    """A detected change of one app's price in one region; ``event_id`` is stable."""
+
+    event_id: str
+    app_id: int
+    cc: str
+    kind: str
+    old_status: str
+    new_status: str
+    old_currency: str | None
+    new_currency: str | None
+    old_initial: int | None
+    old_final: int | None
+    old_discount: int | None
+    new_initial: int | None
+    new_final: int | None
+    new_discount: int | None
+    observed_at: datetime
+    previous_observed_at: datetime
+    new_historical_low: bool = False
+    matches_historical_low: bool = False
+    historical_low: int | None = None
+
+
+class SeenObservation(faust.Record, **_OPTIONS):
+    """An observation already applied to a price state, and the event it produced (if any)."""
+
+    obs_id: str
+    event: PriceChange | None = None
+
+
+class PriceState(faust.Record, **_OPTIONS):
+    """Last known price of one (app, region), its historical low and recently applied fetches."""
+
+    app_id: int
+    cc: str
+    status: str
+    currency: str | None
+    initial: int | None
+    final: int | None
+    discount_percent: int | None
+    observed_at: datetime
+    # Lowest final price ever seen in the current currency, and when it was first reached.
+    low_final: int | None = None
+    low_at: datetime | None = None
+    # The last few observations applied, so a redelivered one re-emits its event (not nothing).
+    recent: list[SeenObservation] = []  # noqa: RUF012 (faust copies field defaults)
+
+
+class AppState(faust.Record, **_OPTIONS):
+    """Schedule and health of one tracked app."""
+
+    app_id: int
+    tracked_since: datetime
+    next_due: datetime
+    last_requested: datetime | None = None
+    failures: int = 0
+    failed: bool = False
+    last_error: str = ""
+
+
+class FailedInput(faust.Record, **_OPTIONS):
+    """What goes to ``app-ids-failed``: the offending input (or app) and why."""
+
+    reason: str
+    at: datetime
+    app_id: int | None = None
+    raw: str = ""

@@ -1,0 +1,17 @@
+"""The worker's long-lived resources, one of each per process, started with the app."""
+
+from __future__ import annotations
+
+from steamprice.app import app, settings
+from steamprice.database import Database
+from steamprice.metrics import Metrics
+from steamprice.notifier import DiscordNotifier
+from steamprice.store_client import StoreClient
+
+metrics = Metrics.create()
+store = StoreClient(settings, metrics)
+database = Database(settings, metrics)
+notifier = DiscordNotifier(settings, metrics, database)
+
+for _service in (store, database, notifier):
+    app.service(_service)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Sink agents: MySQL and Discord."""

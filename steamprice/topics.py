@@ -1,0 +1,55 @@
+"""Every topic of the pipeline, declared once; all are keyed by app id (JSON integer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from steamprice.app import app, settings
+from steamprice.models import (
+    CrawlRequest,
+    FailedInput,
+    Observation,
+    PriceChange,
+    RawPrice,
+    ScheduleCommand,
+)
+
+
+def _keyed_by_app(short: str, value_type: type[faust.Record]) -> Any:
+    """A topic keyed by the app id, created by the app with ``TOPIC_PARTITIONS`` partitions."""
+    key_type: Any = int  # faust's stubs only admit models, bytes and str; int keys work
+    return app.topic(
+        settings.topic_name(short), key_type=key_type, value_type=value_type, internal=True
+    )
+
+
+# The seed topic takes raw bytes: a bare ``730`` or ``{"app_id": 730}``, with or without a key.
+# Anything else must reach app-ids-failed, so nothing is decoded before the intake agent looks.
+app_ids_topic = app.topic(
+    settings.topic_name("app-ids"),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    internal=True,
+)
+app_ids_failed_topic = _keyed_by_app("app-ids-failed", FailedInput)
+# Internal: schedule commands, re-keyed by app id so the schedule table is co-partitioned.
+schedule_topic = _keyed_by_app("schedule", ScheduleCommand)
+# Internal: apps due for pricing now.
+crawl_requests_topic = _keyed_by_app("crawl-requests", CrawlRequest)
+prices_raw_topic = _keyed_by_app("prices-raw", RawPrice)
+prices_normalized_topic = _keyed_by_app("prices-normalized", Observation)
+price_changes_topic = _keyed_by_app("price-changes", PriceChange)
+
+ALL_TOPICS = (
+    app_ids_topic,
+    app_ids_failed_topic,
+    schedule_topic,
+    crawl_requests_topic,
+    prices_raw_topic,
+    prices_normalized_topic,
+    price_changes_topic,
+)
