@@ -247,7 +247,7 @@ install_kafka_jars() {
     cp "$CONF_DIR/kafka-pom.xml" "$KAFKA_HOME/pom.xml"
     if ! (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never -f "$KAFKA_HOME/pom.xml" \
         org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp") >>"$log" 2>&1; then
+        -DincludeScope=runtime -DoutputDirectory="$tmp") 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >>"$log"; then
         tail -n 30 "$log" >&2
         die "maven could not fetch the Kafka jars (log: $log)"
     fi
