@@ -167,15 +167,20 @@ def build_embed(app_id: int, name: str | None, events: Sequence[PriceChange]) ->
         "url": STORE_APP_URL.format(app_id=app_id),
         "color": colour,
         "thumbnail": {"url": HEADER_IMAGE_URL.format(app_id=app_id)},
-        "fields": fields[:MAX_FIELDS],
         "footer": {
             "text": _clip(f"steamprice · observed {observed:%Y-%m-%d %H:%M} UTC", MAX_FOOTER)
         },
         "timestamp": observed.isoformat(),
     }
-    if len(fields) > MAX_FIELDS:
-        embed["description"] = f"…and {len(fields) - MAX_FIELDS} more regions"
-    return embed
+    # An embed alone must fit a message: drop regions (saying how many) until it does.
+    shown = min(len(fields), MAX_FIELDS)
+    while True:
+        embed["fields"] = fields[:shown]
+        if shown < len(fields):
+            embed["description"] = f"…and {len(fields) - shown} more regions"
+        if embed_chars(embed) <= MAX_TOTAL_CHARS or shown == 0:
+            return embed
+        shown -= 1
 
 
 def embed_chars(embed: Mapping[str, Any]) -> int:
