@@ -88,6 +88,10 @@ class Settings:
     recrawl_interval_seconds: float = 21600.0
     # How often the scheduler looks for due apps.
     schedule_tick_seconds: float = 10.0
+    # A second seed of an app within this window of its last request is the same round.
+    seed_dedupe_seconds: float = 60.0
+    # Consecutive failed fetches before an app moves to the failed state.
+    max_failures: int = 5
 
     discord_webhook_url: Secret = field(default_factory=lambda: Secret(""))
     enable_discord: bool = True
@@ -126,6 +130,8 @@ class Settings:
             raise SettingsError("STEAM_BACKOFF_SECONDS must be positive")
         if self.recrawl_interval_seconds <= 0:
             raise SettingsError("RECRAWL_INTERVAL_SECONDS must be positive")
+        if self.max_failures < 1:
+            raise SettingsError("MAX_FAILURES must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if not 1 <= self.web_port <= 65535:
@@ -197,6 +203,8 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
             "RECRAWL_INTERVAL_SECONDS", d.recrawl_interval_seconds, float
         ),
         "schedule_tick_seconds": get("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds, float),
+        "seed_dedupe_seconds": get("SEED_DEDUPE_SECONDS", d.seed_dedupe_seconds, float),
+        "max_failures": get("MAX_FAILURES", d.max_failures, int),
         "discord_webhook_url": Secret(get("DISCORD_WEBHOOK_URL", "")),
         "enable_discord": get("ENABLE_DISCORD", d.enable_discord, _bool),
         "sink_batch_size": get("SINK_BATCH_SIZE", d.sink_batch_size, int),

@@ -20,7 +20,11 @@ from steamprice.topics import (
 
 logger = logging.getLogger(__name__)
 
-policy = SchedulePolicy(interval=timedelta(seconds=settings.recrawl_interval_seconds))
+policy = SchedulePolicy(
+    interval=timedelta(seconds=settings.recrawl_interval_seconds),
+    dedupe=timedelta(seconds=settings.seed_dedupe_seconds),
+    max_failures=settings.max_failures,
+)
 
 
 def now() -> datetime:
