@@ -7,7 +7,7 @@ STACK := scripts/stack.sh
 SHARED_DATA ?= $(abspath ../shared/data/steam)
 export STEAMPRICE_SHARED_DATA ?= $(SHARED_DATA)
 
-.PHONY: venv up down status run worker seed migrate test test-unit test-integration lint bench clean
+.PHONY: venv up down status run demo stop migrate test test-unit lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,16 @@ migrate: venv up
 
 run: venv up
 	@scripts/run.sh
+
+demo: venv up
+	@DEMO=1 scripts/run.sh
+
+# Stops what `make run` started (the worker and the demo's fake store), by pid.
+stop:
+	@for p in worker fake-steam; do f=.stack/run/$$p.pid; \
+	  if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then kill $$(cat $$f); \
+	    for i in $$(seq 60); do kill -0 $$(cat $$f) 2>/dev/null || break; sleep 0.5; done; \
+	    echo "stopped $$p"; fi; rm -f $$f; done
 
 test: venv up
 	$(PY) -m pytest

@@ -148,7 +148,7 @@ class Pipeline:
     async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
         try:
             conn = await aiomysql.connect(**MYSQL, db=self.db, autocommit=True)
-        except Exception:  # noqa: BLE001 -- the database may not exist yet
+        except Exception:  # the database may not exist yet
             return []
         try:
             async with conn.cursor() as cur:
