@@ -59,7 +59,12 @@ class Observation(faust.Record, **_OPTIONS):
 
 
 class PriceChange(faust.Record, **_OPTIONS):
-    """A detected change of one app's price in one region; ``event_id`` is stable."""
+    """A detected change of one app's price in one region; ``event_id`` is stable.
+
+    ``previous_observed_at`` is when the old state was first observed (it held since then).
+    The historical-low fields compare the new final price with the history before this change,
+    in the same currency (a currency change resets the history and sets no flag).
+    """
 
     event_id: str
     app_id: int
@@ -79,7 +84,9 @@ class PriceChange(faust.Record, **_OPTIONS):
     previous_observed_at: datetime
     new_historical_low: bool = False
     matches_historical_low: bool = False
+    # Lowest final price ever (after this change) and lowest of the 90 days before it.
     historical_low: int | None = None
+    lowest_90d: int | None = None
 
 
 class SeenObservation(faust.Record, **_OPTIONS):
@@ -90,7 +97,11 @@ class SeenObservation(faust.Record, **_OPTIONS):
 
 
 class PriceState(faust.Record, **_OPTIONS):
-    """Last known price of one (app, region), its historical low and recently applied fetches."""
+    """Last known price of one (app, region), written only when it changes.
+
+    ``observed_at`` is when this price was first observed; identical later observations are
+    not written (nothing to remember), which keeps the changelog to real changes.
+    """
 
     app_id: int
     cc: str
@@ -100,11 +111,29 @@ class PriceState(faust.Record, **_OPTIONS):
     final: int | None
     discount_percent: int | None
     observed_at: datetime
-    # Lowest final price ever seen in the current currency, and when it was first reached.
-    low_final: int | None = None
-    low_at: datetime | None = None
     # The last few observations applied, so a redelivered one re-emits its event (not nothing).
     recent: list[SeenObservation] = []  # noqa: RUF012 (faust copies field defaults)
+
+
+class PricePeriod(faust.Record, **_OPTIONS):
+    """A final price that held from ``start`` until the next period's start."""
+
+    final: int
+    start: datetime
+
+
+class PriceHistory(faust.Record, **_OPTIONS):
+    """Price history of one (app, region) in one currency: lows, recent periods and changes."""
+
+    app_id: int
+    cc: str
+    currency: str
+    low_final: int
+    low_at: datetime
+    # Priced periods covering at least the last 90 days (older ones are pruned), oldest first.
+    periods: list[PricePeriod] = []  # noqa: RUF012
+    # The last few changes, newest last.
+    changes: list[PriceChange] = []  # noqa: RUF012
 
 
 class AppState(faust.Record, **_OPTIONS):

@@ -8,13 +8,26 @@ at-least-once delivery safe.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from steamprice.models import Observation, PriceChange, PriceState, RawPrice, SeenObservation
+from steamprice.models import (
+    Observation,
+    PriceChange,
+    PriceHistory,
+    PricePeriod,
+    PriceState,
+    RawPrice,
+    SeenObservation,
+)
 from steamprice.steam import NO_PRICE, PRICED, UNKNOWN, parse_entry
 
 # How many applied observations a state remembers, to re-emit events of redelivered ones.
 RECENT_OBSERVATIONS = 8
+# How many changes a history keeps, and how far back "the lowest of the last days" looks.
+LAST_CHANGES = 5
+HISTORY_WINDOW = timedelta(days=90)
 
 DISCOUNT_STARTED = "discount_started"
 DISCOUNT_ENDED = "discount_ended"
@@ -104,45 +117,90 @@ def _kind(prev: PriceState, obs: Observation) -> str | None:
     return LIST_PRICE_INCREASED if new_p > old_p else LIST_PRICE_DECREASED
 
 
-def _state_from(obs: Observation, prev: PriceState | None) -> PriceState:
-    """The state after ``obs``, carrying the historical low (reset when the currency changes)."""
-    low_final, low_at = None, None
-    if prev is not None and prev.currency == obs.currency:
-        low_final, low_at = prev.low_final, prev.low_at
-    if (
-        obs.status == PRICED
-        and obs.final is not None
-        and (low_final is None or obs.final < low_final)
-    ):
+def fingerprint(
+    status: str, currency: str | None, initial: int | None, final: int | None, discount: int | None
+) -> tuple[object, ...]:
+    """What makes two observations the same price (a raw discount with no real cut is none)."""
+    return (status, currency, initial, final, effective_discount(initial, final, discount))
+
+
+def _same(prev: PriceState, obs: Observation) -> bool:
+    return fingerprint(
+        prev.status, prev.currency, prev.initial, prev.final, prev.discount_percent
+    ) == fingerprint(obs.status, obs.currency, obs.initial, obs.final, obs.discount_percent)
+
+
+def lowest_since(history: PriceHistory, since: datetime) -> int | None:
+    """Lowest final price of the periods that were current at some time after ``since``."""
+    finals = [
+        p.final
+        for p, nxt in zip(history.periods, [*history.periods[1:], None], strict=True)
+        if nxt is None or nxt.start > since
+    ]
+    return min(finals) if finals else None
+
+
+def update_history(history: PriceHistory | None, obs: Observation) -> PriceHistory | None:
+    """The history after a priced observation (a new currency starts a new history).
+
+    Returns None when there is nothing to write (an unpriced observation).
+    """
+    if obs.status != PRICED or obs.final is None or obs.currency is None:
+        return None
+    if history is None or history.currency != obs.currency:
+        return PriceHistory(
+            app_id=obs.app_id,
+            cc=obs.cc,
+            currency=obs.currency,
+            low_final=obs.final,
+            low_at=obs.observed_at,
+            periods=[PricePeriod(final=obs.final, start=obs.observed_at)],
+            changes=[],
+        )
+    low_final, low_at = history.low_final, history.low_at
+    if obs.final < low_final:
         low_final, low_at = obs.final, obs.observed_at
-    return PriceState(
-        app_id=obs.app_id,
-        cc=obs.cc,
-        status=obs.status,
-        currency=obs.currency,
-        initial=obs.initial,
-        final=obs.final,
-        discount_percent=obs.discount_percent,
-        observed_at=obs.observed_at,
+    periods = list(history.periods)
+    if not periods or periods[-1].final != obs.final:
+        periods.append(PricePeriod(final=obs.final, start=obs.observed_at))
+    # Keep the periods that overlap the window: drop the oldest while the next one already
+    # started before the window did.
+    horizon = obs.observed_at - HISTORY_WINDOW
+    while len(periods) > 1 and periods[1].start <= horizon:
+        periods.pop(0)
+    return PriceHistory(
+        app_id=history.app_id,
+        cc=history.cc,
+        currency=history.currency,
         low_final=low_final,
         low_at=low_at,
-        recent=list(prev.recent) if prev is not None else [],
+        periods=periods,
+        changes=list(history.changes),
     )
 
 
 def detect_change(
-    prev: PriceState | None, obs: Observation
-) -> tuple[PriceState, PriceChange | None]:
-    """The state after ``obs`` and the change it reveals (None for a first or identical one)."""
-    new = _state_from(obs, prev)
+    prev: PriceState | None, obs: Observation, history: PriceHistory | None = None
+) -> PriceChange | None:
+    """The change ``obs`` reveals against ``prev`` (None for a first or identical observation).
+
+    ``history`` is the (app, region) history before ``obs``: it decides the low-price flags.
+    """
     if prev is None:
-        return new, None
+        return None
     kind = _kind(prev, obs)
     if kind is None:
-        return new, None
-    priced = obs.status == PRICED and kind != CURRENCY_CHANGED
-    previous_low = prev.low_final if prev.currency == obs.currency else None
-    event = PriceChange(
+        return None
+    comparable = (
+        obs.status == PRICED
+        and kind != CURRENCY_CHANGED
+        and obs.final is not None
+        and history is not None
+        and history.currency == obs.currency
+    )
+    low = history.low_final if comparable and history is not None else None
+    after = update_history(history, obs) if comparable else None
+    return PriceChange(
         event_id=event_id(obs.app_id, obs.cc, obs.obs_id),
         app_id=obs.app_id,
         cc=obs.cc,
@@ -159,38 +217,59 @@ def detect_change(
         new_discount=obs.discount_percent,
         observed_at=obs.observed_at,
         previous_observed_at=prev.observed_at,
-        new_historical_low=bool(
-            priced
-            and previous_low is not None
-            and obs.final is not None
-            and obs.final < previous_low
+        new_historical_low=low is not None and obs.final is not None and obs.final < low,
+        matches_historical_low=low is not None and obs.final == low,
+        historical_low=after.low_final if after is not None else None,
+        lowest_90d=(
+            lowest_since(history, obs.observed_at - HISTORY_WINDOW)
+            if comparable and history is not None
+            else None
         ),
-        matches_historical_low=bool(
-            priced and previous_low is not None and obs.final == previous_low
-        ),
-        historical_low=new.low_final,
     )
-    return new, event
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one observation means: table values to write (None: leave) and events."""
+
+    state: PriceState | None = None
+    history: PriceHistory | None = None
+    events: list[PriceChange] = field(default_factory=list)
 
 
 def apply_observation(
-    prev: PriceState | None, obs: Observation
-) -> tuple[PriceState | None, list[PriceChange]]:
+    prev: PriceState | None,
+    obs: Observation,
+    load_history: Callable[[], PriceHistory | None] = lambda: None,
+) -> Applied:
     """Apply one observation idempotently.
 
-    Returns the state to store (``None``: leave the table as it is) and the events to send.
     A redelivered observation (its ``obs_id`` already applied) re-emits the same event, because
     the crash that caused the redelivery may have come between the table write and the send.
-    An observation older than the state is stale and ignored.
+    An observation older than the state, or identical to it, writes nothing and emits nothing.
+    ``load_history`` is only called when the history is needed (a change or a first price).
     """
     if prev is not None:
         for seen in prev.recent:
             if seen.obs_id == obs.obs_id:
-                return None, [seen.event] if seen.event is not None else []
-        if obs.observed_at < prev.observed_at:
-            return None, []
-    new, event = detect_change(prev, obs)
-    new.recent = [*new.recent, SeenObservation(obs_id=obs.obs_id, event=event)][
-        -RECENT_OBSERVATIONS:
-    ]
-    return new, [event] if event is not None else []
+                return Applied(events=[seen.event] if seen.event is not None else [])
+        if obs.observed_at < prev.observed_at or _same(prev, obs):
+            return Applied()
+    history = load_history() if obs.status == PRICED else None
+    event = detect_change(prev, obs, history)
+    new_history = update_history(history, obs)
+    if new_history is not None and event is not None:
+        new_history.changes = [*new_history.changes, event][-LAST_CHANGES:]
+    recent = list(prev.recent) if prev is not None else []
+    state = PriceState(
+        app_id=obs.app_id,
+        cc=obs.cc,
+        status=obs.status,
+        currency=obs.currency,
+        initial=obs.initial,
+        final=obs.final,
+        discount_percent=obs.discount_percent,
+        observed_at=obs.observed_at,
+        recent=[*recent, SeenObservation(obs_id=obs.obs_id, event=event)][-RECENT_OBSERVATIONS:],
+    )
+    return Applied(state, new_history, [event] if event is not None else [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from steamprice.app import app
-from steamprice.models import AppState, PriceState
+from steamprice.models import AppState, PriceHistory, PriceState
 
 # Schedule and health per app, keyed by app id; written by the schedule agent (schedule topic)
 # and the change agent (prices-normalized), both keyed by app id: co-partitioned.
@@ -11,10 +11,17 @@ app_state_table = app.Table(
     "app-state", key_type=int, value_type=AppState, help="Per-app schedule and failures"
 )
 
-# Last price and historical low per (app, region), keyed "app_id:cc"; written by the change agent
-# only, from prices-normalized (keyed by app id), so every key stays in its app's partition.
+# Last price per (app, region), keyed "app_id:cc"; written by the change agent only, from
+# prices-normalized (keyed by app id), so every key stays in its app's partition. Written only
+# when the price changes: a sweep of an unchanged catalog writes nothing.
 price_state_table = app.Table(
     "price-state", key_type=str, value_type=PriceState, help="Last price per app and region"
+)
+
+# Price history per (app, region), same key and writer: historical low, the periods of the last
+# 90 days and the last few changes. Read only when a price changes.
+price_history_table = app.Table(
+    "price-history", key_type=str, value_type=PriceHistory, help="Lows and recent changes"
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steamprice.models import Observation, PriceState, RawPrice
+from steamprice.models import Observation, PriceChange, PriceHistory, PriceState, RawPrice
 from steamprice.pricing import (
     BECAME_PRICED,
     BECAME_UNKNOWN,
@@ -17,12 +17,15 @@ from steamprice.pricing import (
     DISCOUNT_CHANGED,
     DISCOUNT_ENDED,
     DISCOUNT_STARTED,
+    LAST_CHANGES,
     LIST_PRICE_DECREASED,
     LIST_PRICE_INCREASED,
     RECENT_OBSERVATIONS,
+    Applied,
     apply_observation,
-    detect_change,
     effective_discount,
+    fingerprint,
+    lowest_since,
     normalize,
 )
 
@@ -53,14 +56,37 @@ def obs(
     )
 
 
-def run(*observations: Observation) -> tuple[PriceState | None, list[str]]:
-    state: PriceState | None = None
-    kinds: list[str] = []
+class Pipe:
+    """The change agent's tables, in memory: state and history per (app, region)."""
+
+    def __init__(self) -> None:
+        self.state: PriceState | None = None
+        self.history: PriceHistory | None = None
+        self.history_reads = 0
+
+    def _load(self) -> PriceHistory | None:
+        self.history_reads += 1
+        return self.history
+
+    def apply(self, o: Observation) -> Applied:
+        applied = apply_observation(self.state, o, self._load)
+        if applied.state is not None:
+            self.state = applied.state
+        if applied.history is not None:
+            self.history = applied.history
+        return applied
+
+
+def run(*observations: Observation) -> tuple[Pipe, list[PriceChange]]:
+    pipe = Pipe()
+    events: list[PriceChange] = []
     for o in observations:
-        new, events = apply_observation(state, o)
-        state = new if new is not None else state
-        kinds.extend(e.kind for e in events)
-    return state, kinds
+        events.extend(pipe.apply(o).events)
+    return pipe, events
+
+
+def kinds(*observations: Observation) -> list[str]:
+    return [e.kind for e in run(*observations)[1]]
 
 
 def test_normalize_gives_a_stable_observation_id() -> None:
@@ -107,83 +133,135 @@ def test_first_observation_is_not_a_change() -> None:
     ],
 )
 def test_change_kinds(before: Observation, after: Observation, kind: str) -> None:
-    assert run(before, after)[1] == [kind]
+    assert kinds(before, after) == [kind]
 
 
 def test_free_to_keep_quirk_is_no_discount() -> None:
     # discount_percent > 0 with final >= initial: Steam's free-to-keep promotions.
     assert effective_discount(1999, 1999, 100) == 0
-    assert run(obs(0), obs(1, discount=100))[1] == []
+    assert kinds(obs(0), obs(1, discount=100)) == []
 
 
 def test_change_event_carries_old_and_new_prices() -> None:
-    state, _ = run(obs(0))
-    _, event = detect_change(state, obs(1, final=999, discount=50))
-    assert event is not None
+    _, [event] = run(obs(0), obs(1, final=999, discount=50))
     assert (event.old_initial, event.old_final, event.old_discount) == (1999, 1999, 0)
     assert (event.new_initial, event.new_final, event.new_discount) == (1999, 999, 50)
     assert event.previous_observed_at == T0
     assert event.new_historical_low and not event.matches_historical_low
     assert event.historical_low == 999
+    assert event.lowest_90d == 1999
 
 
 def test_unpriced_change_has_null_new_prices() -> None:
-    state, _ = run(obs(0))
-    _, event = detect_change(state, obs(1, status="no_price"))
-    assert event is not None
+    _, [event] = run(obs(0), obs(1, status="no_price"))
     assert (event.new_initial, event.new_final, event.new_discount) == (None, None, None)
+    assert not event.new_historical_low and event.historical_low is None
 
 
 def test_matching_the_historical_low() -> None:
-    state, _ = run(obs(0, final=999, discount=50), obs(1))
-    _, event = detect_change(state, obs(2, final=999, discount=50))
-    assert event is not None and event.kind == DISCOUNT_STARTED
+    _, events = run(obs(0, final=999, discount=50), obs(1), obs(2, final=999, discount=50))
+    event = events[-1]
+    assert event.kind == DISCOUNT_STARTED
     assert event.matches_historical_low and not event.new_historical_low
+    assert event.historical_low == 999
+
+
+def test_lowest_of_the_last_90_days_forgets_older_periods() -> None:
+    day = timedelta(days=1)
+    history = PriceHistory(app_id=1, cc="us", currency="USD", low_final=100, low_at=T0)
+    from steamprice.models import PricePeriod
+
+    history.periods = [
+        PricePeriod(final=100, start=T0),
+        PricePeriod(final=500, start=T0 + 10 * day),
+        PricePeriod(final=300, start=T0 + 200 * day),
+    ]
+    assert lowest_since(history, T0 + 5 * day) == 100  # the 100 period held until day 10
+    assert lowest_since(history, T0 + 150 * day) == 300
+    assert lowest_since(history, T0 + 300 * day) == 300  # the current period always counts
+
+
+def test_history_prunes_periods_older_than_the_window_but_keeps_the_low() -> None:
+    pipe, _ = run(
+        obs(0, final=100, discount=95),
+        obs(24 * 10, final=1999, discount=0),
+        obs(24 * 200, final=1499, discount=25),
+    )
+    assert pipe.history is not None
+    assert [p.final for p in pipe.history.periods] == [1999, 1499]
+    assert pipe.history.low_final == 100
+    assert [e.kind for e in pipe.history.changes] == [DISCOUNT_ENDED, DISCOUNT_STARTED]
+    assert pipe.history.changes[-1].lowest_90d == 1999
+
+
+def test_history_keeps_the_last_few_changes() -> None:
+    observations = [obs(n, final=1999 - n, discount=n % 90 + 1) for n in range(LAST_CHANGES * 3)]
+    pipe, events = run(*observations)
+    assert pipe.history is not None
+    assert [e.event_id for e in pipe.history.changes] == [e.event_id for e in events][
+        -LAST_CHANGES:
+    ]
+
+
+def test_currency_change_starts_a_new_history() -> None:
+    pipe, events = run(
+        obs(0, final=999, discount=50), obs(1, currency="EUR", initial=2999, final=2999)
+    )
+    assert events[-1].kind == CURRENCY_CHANGED and not events[-1].new_historical_low
+    assert pipe.history is not None and (pipe.history.currency, pipe.history.low_final) == (
+        "EUR",
+        2999,
+    )
+
+
+def test_identical_observations_write_nothing_and_read_no_history() -> None:
+    pipe = Pipe()
+    assert pipe.apply(obs(0)).state is not None
+    reads = pipe.history_reads
+    applied = pipe.apply(obs(1))
+    assert applied == Applied()
+    assert pipe.history_reads == reads
+    assert pipe.state is not None and pipe.state.observed_at == T0  # held since the first
 
 
 def test_redelivered_observation_re_emits_the_same_event() -> None:
-    first, _ = apply_observation(None, obs(0))
+    pipe = Pipe()
+    pipe.apply(obs(0))
     change = obs(1, final=999, discount=50)
-    second, events = apply_observation(first, change)
-    assert second is not None and len(events) == 1
+    [event] = pipe.apply(change).events
     # The crash came after the table write but before the send: the same message again.
-    again, replayed = apply_observation(second, change)
-    assert again is None  # nothing new to write
-    assert [e.event_id for e in replayed] == [events[0].event_id]
-    assert replayed[0] == events[0]
+    again = pipe.apply(change)
+    assert again.state is None and again.history is None  # nothing new to write
+    assert again.events == [event]
 
 
 def test_redelivery_of_an_older_observation_still_re_emits() -> None:
-    state, _ = run(obs(0))
-    assert state is not None
+    pipe = Pipe()
+    pipe.apply(obs(0))
     change = obs(1, final=999, discount=50)
-    state2, events = apply_observation(state, change)
-    assert state2 is not None
-    state3, _ = apply_observation(state2, obs(2, final=999, discount=50))
-    assert state3 is not None
-    _, replayed = apply_observation(state3, change)
-    assert [e.event_id for e in replayed] == [events[0].event_id]
+    [event] = pipe.apply(change).events
+    pipe.apply(obs(2, final=499, discount=75))
+    assert pipe.apply(change).events == [event]
 
 
 def test_stale_observation_is_ignored() -> None:
-    state, _ = run(obs(0), obs(5))
-    stale = obs(3, initial=4999, final=4999)
-    new, events = apply_observation(state, stale)
-    assert new is None and events == []
+    pipe, _ = run(obs(0), obs(5, final=999, discount=50))
+    assert pipe.apply(obs(3, initial=4999, final=4999)) == Applied()
 
 
 def test_state_remembers_a_bounded_number_of_observations() -> None:
-    state, _ = run(*(obs(n) for n in range(RECENT_OBSERVATIONS * 3)))
-    assert state is not None
-    assert len(state.recent) == RECENT_OBSERVATIONS
+    pipe, _ = run(*(obs(n, final=1999 - n, discount=1) for n in range(RECENT_OBSERVATIONS * 3)))
+    assert pipe.state is not None
+    assert len(pipe.state.recent) == RECENT_OBSERVATIONS
 
 
-def test_state_survives_serialisation() -> None:
-    state, _ = run(obs(0), obs(1, final=999, discount=50))
-    assert state is not None
-    copy = PriceState.loads(state.dumps())
-    assert copy == state
+def test_state_and_history_survive_serialisation() -> None:
+    pipe, _ = run(obs(0), obs(1, final=999, discount=50))
+    assert pipe.state is not None and pipe.history is not None
+    copy = PriceState.loads(pipe.state.dumps())
+    assert copy == pipe.state
     assert copy.recent[-1].event is not None and copy.recent[-1].event.kind == DISCOUNT_STARTED
+    assert PriceHistory.loads(pipe.history.dumps()) == pipe.history
 
 
 # Properties: random observation sequences of one (app, region).
@@ -206,65 +284,55 @@ def build(
     return out
 
 
-def fingerprint(o: Observation | PriceState) -> tuple[object, ...]:
-    d = effective_discount(o.initial, o.final, o.discount_percent)
-    return (o.status, o.currency, o.initial, o.final, d)
+def fp(o: Observation | PriceState) -> tuple[object, ...]:
+    return fingerprint(o.status, o.currency, o.initial, o.final, o.discount_percent)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(observation_values, min_size=1, max_size=30))
 def test_exactly_one_event_per_real_transition(values: list) -> None:
-    observations = build(values)
-    state: PriceState | None = None
-    for o in observations:
-        new, events = apply_observation(state, o)
-        if state is None:
-            assert events == []
-        elif fingerprint(state) == fingerprint(o):
+    pipe = Pipe()
+    for o in build(values):
+        before = pipe.state
+        events = pipe.apply(o).events
+        if before is None or fp(before) == fp(o):
             assert events == []
         else:
             assert len(events) == 1
-        assert new is not None
-        state = new
+        assert pipe.state is not None and fp(pipe.state) == fp(o)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(observation_values, min_size=1, max_size=30))
 def test_currency_changes_never_yield_price_kinds(values: list) -> None:
-    state: PriceState | None = None
-    for o in build(values):
-        new, events = apply_observation(state, o)
-        for e in events:
-            if e.old_status == e.new_status == "priced" and e.old_currency != e.new_currency:
-                assert e.kind == CURRENCY_CHANGED
-                assert not e.new_historical_low and not e.matches_historical_low
-        state = new
+    _, events = run(*build(values))
+    for e in events:
+        if e.old_status == e.new_status == "priced" and e.old_currency != e.new_currency:
+            assert e.kind == CURRENCY_CHANGED
+            assert not e.new_historical_low and not e.matches_historical_low
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(observation_values, min_size=1, max_size=30))
 def test_historical_low_never_increases_within_a_currency(values: list) -> None:
-    state: PriceState | None = None
+    pipe = Pipe()
     for o in build(values):
-        new, _ = apply_observation(state, o)
-        assert new is not None
-        if state is not None and state.low_final is not None and new.currency == state.currency:
-            assert new.low_final is not None and new.low_final <= state.low_final
-        if new.status == "priced":
-            assert new.low_final is not None and new.low_final <= (new.final or 0)
-        state = new
+        before = pipe.history
+        pipe.apply(o)
+        after = pipe.history
+        if before is not None and after is not None and after.currency == before.currency:
+            assert after.low_final <= before.low_final
+        if after is not None and o.status == "priced" and o.currency == after.currency:
+            assert o.final is not None and after.low_final <= o.final
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(observation_values, min_size=1, max_size=20))
 def test_replaying_every_observation_changes_nothing(values: list) -> None:
     """At-least-once: a second delivery of any observation re-emits its own event only."""
-    state: PriceState | None = None
-    emitted: dict[str, list[str]] = {}
-    observations = build(values)
-    for o in observations:
-        new, events = apply_observation(state, o)
-        emitted[o.obs_id] = [e.event_id for e in events]
-        state = new if new is not None else state
-        _, again = apply_observation(state, o)
-        assert [e.event_id for e in again] == emitted[o.obs_id]
+    pipe = Pipe()
+    for o in build(values):
+        first = [e.event_id for e in pipe.apply(o).events]
+        again = pipe.apply(o)
+        assert again.state is None and again.history is None
+        assert [e.event_id for e in again.events] == first
