@@ -27,6 +27,8 @@ class Metrics:
     batch_size: Histogram  # steam_batch_size{task}
     sink_retries: Counter  # steam_sink_retries_total{sink}
     sink_rows: Counter  # steam_sink_rows_total{table}
+    sink_rejected_rows: Counter  # steam_sink_rejected_rows_total{sink,reason}
+    mysql_up: Gauge  # steam_mysql_up (0 while writes fail for lack of a database)
     price_changes: Counter  # steam_price_changes_total{kind}
     discord_deliveries: Counter  # steam_discord_deliveries_total{status}
     discord_webhook_enabled: Gauge  # steam_discord_webhook_enabled
@@ -102,6 +104,15 @@ class Metrics:
                 "steam_sink_retries", "Sink batches retried after an error", ["sink"], registry=r
             ),
             sink_rows=Counter("steam_sink_rows", "Rows written to MySQL", ["table"], registry=r),
+            sink_rejected_rows=Counter(
+                "steam_sink_rejected_rows",
+                "Rows a sink could not store (invalid, or refused by the database)",
+                ["sink", "reason"],
+                registry=r,
+            ),
+            mysql_up=Gauge(
+                "steam_mysql_up", "1 while MySQL accepts writes, 0 while they fail", registry=r
+            ),
             price_changes=Counter(
                 "steam_price_changes", "Price changes detected", ["kind"], registry=r
             ),

@@ -99,6 +99,8 @@ class Settings:
     # Sink batching: at most this many rows per transaction, waiting at most this long.
     sink_batch_size: int = 500
     sink_batch_seconds: float = 1.0
+    # Longest one MySQL transaction of a sink may take before it is abandoned and retried.
+    mysql_write_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +138,12 @@ class Settings:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError("WEB_PORT must be a TCP port")
+        if not 1 <= self.sink_batch_size <= 10000:
+            raise SettingsError("SINK_BATCH_SIZE must be between 1 and 10000")
+        if self.sink_batch_seconds <= 0 or self.mysql_write_timeout_seconds <= 0:
+            raise SettingsError(
+                "SINK_BATCH_SECONDS and MYSQL_WRITE_TIMEOUT_SECONDS must be positive"
+            )
         for name in ("steam_store_url", "steam_api_url", "steamspy_url"):
             url = getattr(self, name)
             if urlsplit(url).scheme not in ("http", "https"):
@@ -209,6 +217,9 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "enable_discord": get("ENABLE_DISCORD", d.enable_discord, _bool),
         "sink_batch_size": get("SINK_BATCH_SIZE", d.sink_batch_size, int),
         "sink_batch_seconds": get("SINK_BATCH_SECONDS", d.sink_batch_seconds, float),
+        "mysql_write_timeout_seconds": get(
+            "MYSQL_WRITE_TIMEOUT_SECONDS", d.mysql_write_timeout_seconds, float
+        ),
     }
     values.update(overrides)
     return Settings(**values)

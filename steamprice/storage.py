@@ -1,19 +1,38 @@
-"""SQL of the MySQL sink, planned as statements plus row tuples (pure; no connection here).
+"""SQL of the MySQL sink: pure planning of each batch, and the two writers that run the plans.
 
 Every statement is idempotent under redelivery: ``price_current`` only moves forward in
-``observed_at``, ``price_changes`` is keyed by the stable ``event_id``. The upsert uses
-``VALUES(col)``, which MySQL 8 and MariaDB 10.11 both accept (MariaDB lacks ``AS alias``).
+``observed_at``; ``price_changes`` is keyed by the stable ``event_id``; ``price_history`` is
+keyed by (app, region, start of the period), a period is closed once and never reopened, and an
+observation older than the open period is ignored (the change agent's rule, so the periods and
+the recorded changes agree). The upserts use ``VALUES(col)``: MariaDB 10.11 has no row alias
+(``INSERT ... AS new``) and MySQL 8.4 still accepts ``VALUES()`` (deprecated, with a warning).
+Duplicates are skipped with a no-op ``ON DUPLICATE KEY UPDATE`` rather than ``INSERT IGNORE``,
+which would also turn bad values into silently truncated ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import aiomysql
+
+from steamprice.database import Database
 from steamprice.models import Observation, PriceChange
+from steamprice.pricing import fingerprint
+from steamprice.steam import NO_PRICE, PRICED, UNKNOWN
+
+logger = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
+
+STATUSES = (PRICED, NO_PRICE, UNKNOWN)
+MAX_UINT = 4_294_967_295  # INT UNSIGNED
 
 _CURRENT_COLS = ("status", "currency", "initial_price", "final_price", "discount_percent")
 
@@ -28,14 +47,35 @@ UPSERT_PRICE_CURRENT = (
     + ", observed_at = GREATEST(observed_at, VALUES(observed_at))"
 )
 
-INSERT_APPS = "INSERT IGNORE INTO apps (app_id) VALUES (%s)"
+INSERT_APPS = "INSERT INTO apps (app_id) VALUES (%s) ON DUPLICATE KEY UPDATE app_id = app_id"
 
+_CHANGE_COLS = (
+    "event_id, app_id, cc, kind, currency, old_initial, old_final, old_discount, new_initial,"
+    " new_final, new_discount, observed_at, old_status, new_status, old_currency,"
+    " previous_observed_at, new_historical_low, matches_historical_low, historical_low,"
+    " lowest_90d"
+)
 INSERT_PRICE_CHANGES = (
-    "INSERT IGNORE INTO price_changes (event_id, app_id, cc, kind, currency, old_initial,"
-    " old_final, old_discount, new_initial, new_final, new_discount, observed_at, old_status,"
-    " new_status, old_currency, previous_observed_at, new_historical_low,"
-    " matches_historical_low, historical_low)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO price_changes ({_CHANGE_COLS}) VALUES ("
+    + ", ".join(["%s"] * len(_CHANGE_COLS.split(",")))
+    + ") ON DUPLICATE KEY UPDATE event_id = event_id"
+)
+
+# The open period of every (app, region) of a batch, locked until the batch commits so that
+# two workers briefly owning the same partition (a rebalance) cannot open two periods.
+def select_open_periods(n_apps: int) -> str:
+    return (
+        "SELECT app_id, cc, valid_from, valid_to, status, currency, initial_price, final_price,"
+        " discount_percent, last_observed_at FROM price_history"
+        f" WHERE app_id IN ({', '.join(['%s'] * n_apps)}) AND valid_to IS NULL FOR UPDATE"
+    )
+
+UPSERT_PRICE_HISTORY = (
+    "INSERT INTO price_history (app_id, cc, valid_from, valid_to, status, currency,"
+    " initial_price, final_price, discount_percent, last_observed_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE valid_to = COALESCE(valid_to, VALUES(valid_to)),"
+    " last_observed_at = GREATEST(last_observed_at, VALUES(last_observed_at))"
 )
 
 
@@ -44,6 +84,65 @@ def utc_naive(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+# --- validation: what the schema cannot hold is rejected before any SQL -----------------------
+
+
+def _uint(value: object, nullable: bool = True, top: int = MAX_UINT) -> bool:
+    if value is None:
+        return nullable
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top
+
+
+def _text(value: object, size: int, exact: bool = False, nullable: bool = True) -> bool:
+    if value is None:
+        return nullable
+    return isinstance(value, str) and (len(value) == size if exact else 0 < len(value) <= size)
+
+
+def observation_problem(o: Observation) -> str | None:
+    """Why ``o`` cannot be stored, or None."""
+    if not _uint(o.app_id, nullable=False) or o.app_id == 0:
+        return f"app_id {o.app_id!r} is not an app id"
+    if not _text(o.cc, 2, exact=True, nullable=False):
+        return f"cc {o.cc!r} is not a region code"
+    if o.status not in STATUSES:
+        return f"status {o.status!r} is unknown"
+    if not _text(o.currency, 3, exact=True):
+        return f"currency {o.currency!r} is not a currency code"
+    if not (_uint(o.initial) and _uint(o.final) and _uint(o.discount_percent, top=100)):
+        return f"prices {o.initial!r}/{o.final!r}/{o.discount_percent!r} out of range"
+    if not isinstance(o.observed_at, datetime):
+        return f"observed_at {o.observed_at!r} is not a time"
+    return None
+
+
+def change_problem(e: PriceChange) -> str | None:
+    """Why ``e`` cannot be stored, or None."""
+    if not _text(e.event_id, 40, nullable=False):
+        return f"event_id {e.event_id!r} is not an event id"
+    if not _uint(e.app_id, nullable=False) or e.app_id == 0:
+        return f"app_id {e.app_id!r} is not an app id"
+    if not _text(e.cc, 2, exact=True, nullable=False):
+        return f"cc {e.cc!r} is not a region code"
+    if not _text(e.kind, 32, nullable=False):
+        return f"kind {e.kind!r} is not a change kind"
+    if e.old_status not in STATUSES or e.new_status not in STATUSES:
+        return f"status {e.old_status!r} -> {e.new_status!r} is unknown"
+    if not (_text(e.old_currency, 3, exact=True) and _text(e.new_currency, 3, exact=True)):
+        return f"currency {e.old_currency!r} -> {e.new_currency!r} is not a currency code"
+    prices = (e.old_initial, e.old_final, e.new_initial, e.new_final)
+    lows = (e.historical_low, e.lowest_90d)
+    discounts = (e.old_discount, e.new_discount)
+    if not (all(_uint(p) for p in (*prices, *lows)) and all(_uint(d, top=100) for d in discounts)):
+        return f"prices {prices!r} / discounts {discounts!r} out of range"
+    if not (isinstance(e.observed_at, datetime) and isinstance(e.previous_observed_at, datetime)):
+        return "observed_at or previous_observed_at is not a time"
+    return None
+
+
+# --- planning ---------------------------------------------------------------------------------
 
 
 def price_current_rows(observations: Iterable[Observation]) -> list[Row]:
@@ -95,11 +194,160 @@ def price_change_rows(events: Iterable[PriceChange]) -> list[Row]:
             int(e.new_historical_low),
             int(e.matches_historical_low),
             e.historical_low,
+            e.lowest_90d,
         )
         for e in sorted(unique.values(), key=lambda e: e.event_id)
     ]
 
 
+@dataclass(frozen=True)
+class Period:
+    """One row of ``price_history``; times are naive UTC like the column."""
+
+    app_id: int
+    cc: str
+    valid_from: datetime
+    valid_to: datetime | None
+    status: str
+    currency: str | None
+    initial: int | None
+    final: int | None
+    discount_percent: int | None
+    last_observed_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Period:
+        return cls(*row)
+
+    @classmethod
+    def opened_by(cls, o: Observation) -> Period:
+        at = utc_naive(o.observed_at)
+        return cls(
+            o.app_id, o.cc, at, None, o.status, o.currency, o.initial, o.final,
+            o.discount_percent, at,
+        )  # fmt: skip
+
+    def same_price(self, o: Observation) -> bool:
+        return fingerprint(
+            self.status, self.currency, self.initial, self.final, self.discount_percent
+        ) == fingerprint(o.status, o.currency, o.initial, o.final, o.discount_percent)
+
+    def row(self) -> Row:
+        return (
+            self.app_id, self.cc, self.valid_from, self.valid_to, self.status, self.currency,
+            self.initial, self.final, self.discount_percent, self.last_observed_at,
+        )  # fmt: skip
+
+
+def plan_history(
+    open_periods: dict[tuple[int, str], Period], observations: Iterable[Observation]
+) -> list[Row]:
+    """``price_history`` rows to upsert for a batch, given the open period of each key.
+
+    Observations are applied in order, with the change agent's rules: one older than the open
+    period is stale; one with the same price (``pricing.fingerprint``) only confirms the period;
+    a different price closes the open period at its time and opens the next one.
+    """
+    current = dict(open_periods)
+    touched: dict[tuple[int, str, datetime], Period] = {}
+    for o in observations:
+        key = (o.app_id, o.cc)
+        at = utc_naive(o.observed_at)
+        period = current.get(key)
+        if period is None:
+            nxt = Period.opened_by(o)
+        elif at < period.valid_from:
+            continue
+        elif period.same_price(o):
+            if at <= period.last_observed_at:
+                continue
+            nxt = replace(period, last_observed_at=at)
+        elif at == period.valid_from:
+            # Two different prices observed at the same instant cannot both start a period;
+            # the first one applied stays (no fetch of ours ever shares a timestamp).
+            continue
+        else:
+            closed = replace(period, valid_to=at)
+            touched[(closed.app_id, closed.cc, closed.valid_from)] = closed
+            nxt = Period.opened_by(o)
+        current[key] = nxt
+        touched[(nxt.app_id, nxt.cc, nxt.valid_from)] = nxt
+    return [touched[k].row() for k in sorted(touched)]
+
+
 def chunks(rows: Sequence[Row], size: int = 1000) -> Iterable[Sequence[Row]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
+
+
+# --- the writers the sink agents (and the benchmark) use --------------------------------------
+
+
+@dataclass
+class SinkOutcome:
+    """What one sink batch did: rows written per table and items that could not be stored."""
+
+    written: Counter[str]
+    rejected: int
+
+
+async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]) -> Counter[str]:
+    keys = {(o.app_id, o.cc) for o in batch}
+    await cur.executemany(INSERT_APPS, app_rows(o.app_id for o in batch))
+    app_ids = sorted({a for a, _ in keys})
+    await cur.execute(select_open_periods(len(app_ids)), app_ids)
+    open_periods: dict[tuple[int, str], Period] = {}
+    for row in await cur.fetchall():
+        p = Period.from_row(row)
+        key = (p.app_id, p.cc)
+        if key in keys and (key not in open_periods or p.valid_from > open_periods[key].valid_from):
+            open_periods[key] = p
+    history = plan_history(open_periods, batch)
+    if history:
+        await cur.executemany(UPSERT_PRICE_HISTORY, history)
+    current = price_current_rows(batch)
+    await cur.executemany(UPSERT_PRICE_CURRENT, current)
+    return Counter({"price_current": len(current), "price_history": len(history)})
+
+
+async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> Counter[str]:
+    await cur.executemany(INSERT_APPS, app_rows(e.app_id for e in batch))
+    await cur.executemany(INSERT_PRICE_CHANGES, price_change_rows(batch))
+    return Counter({"price_changes": max(int(cur.rowcount), 0)})
+
+
+async def write_observations(db: Database, batch: Sequence[Observation]) -> SinkOutcome:
+    """``apps``, ``price_history`` and ``price_current`` for a batch, in one transaction."""
+    return await _write(db, "price_current", batch, observation_problem, _store_observations)
+
+
+async def write_changes(db: Database, batch: Sequence[PriceChange]) -> SinkOutcome:
+    """``apps`` and ``price_changes`` for a batch, in one transaction."""
+    return await _write(db, "price_changes", batch, change_problem, _store_changes)
+
+
+async def _write(
+    db: Database,
+    sink: str,
+    batch: Sequence[T],
+    problem: Callable[[T], str | None],
+    store: Callable[[aiomysql.Cursor, Sequence[T]], Awaitable[Counter[str]]],
+) -> SinkOutcome:
+    valid: list[T] = []
+    rejected = 0
+    for item in batch:
+        why = problem(item)
+        if why is None:
+            valid.append(item)
+        else:
+            rejected += 1
+            db.metrics.sink_rejected_rows.labels(sink, "invalid").inc()
+            logger.error("%s sink: rejected %r: %s", sink, item, why)
+    result = await db.write_batch(sink, valid, store)
+    for item, why in result.rejected:
+        rejected += 1
+        db.metrics.sink_rejected_rows.labels(sink, "refused").inc()
+        logger.error("%s sink: the database refused %r: %s", sink, item, why)
+    for table, n in result.written.items():
+        db.metrics.sink_rows.labels(table).inc(n)
+    return SinkOutcome(result.written, rejected)
