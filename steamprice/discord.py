@@ -1,16 +1,24 @@
-"""Discord webhook rules: URL normalisation, embeds, message limits, responses (pure)."""
+"""Discord webhook rules: URL, embeds and digests within every limit, filters, answers (pure).
+
+Nothing here does I/O or reads the clock: the notifier service (``notifier.py``) feeds these
+functions and obeys what they say, so every rule is unit-tested without a network.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from steamprice.models import PriceChange
 from steamprice.pricing import effective_discount
+from steamprice.settings import Settings
 
 STORE_APP_URL = "https://store.steampowered.com/app/{app_id}/"
 HEADER_IMAGE_URL = (
@@ -26,8 +34,15 @@ MAX_FIELDS = 25
 MAX_FIELD_NAME = 256
 MAX_FIELD_VALUE = 1024
 MAX_FOOTER = 2048
+MAX_AUTHOR = 256
+MAX_CONTENT = 2000
 
-_WEBHOOK_RE = re.compile(r"^(https?://[^/]+)/api(?:/v\d+)?/webhooks/(\d+)/([^/?#]+)")
+# v6 and v7 report ``retry_after`` in milliseconds; v8 switched to seconds.
+FIRST_SECONDS_VERSION = 8
+API_VERSION = 10
+
+_WEBHOOK_RE = re.compile(r"^(https?://[^/]+)/api(?:/v(\d+))?/webhooks/(\d+)/([^/?#]+)")
+_APP_URL_RE = re.compile(r"https://store\.steampowered\.com/app/(\d+)/")
 
 KIND_LABELS = {
     "discount_started": "Sale started",
@@ -51,7 +66,20 @@ KIND_COLOURS = {
     "became_unknown": 0x7F8C8D,
     "currency_changed": 0xF1C40F,
 }
+# An embed shows several regions but has one colour: the kind a reader cares most about wins.
+KIND_PRIORITY = (
+    "discount_started",
+    "discount_changed",
+    "list_price_decreased",
+    "became_priced",
+    "list_price_increased",
+    "discount_ended",
+    "currency_changed",
+    "became_unpriced",
+    "became_unknown",
+)
 HISTORICAL_LOW_COLOUR = 0xF1C40F
+DIGEST_COLOUR = 0x5865F2
 # Currencies whose x100 amounts are shown without decimals.
 NO_DECIMALS = {"JPY", "KRW", "VND", "IDR", "CLP", "COP", "TWD", "HUF", "KZT", "UAH"}
 SYMBOLS = {
@@ -69,6 +97,49 @@ SYMBOLS = {
     "INR": "₹",
     "PLN": "zł ",
 }
+NEW_LOW_BADGE = "🏆"
+MATCHED_LOW_BADGE = "🏅"
+
+# Digest layout: app names are clipped so that one famous long title cannot crowd out others;
+# the title and footer of a digest message are kept within a reserve of the 6000 characters.
+DIGEST_NAME_MAX = 64
+DIGEST_LINE_MAX = 1000
+_DIGEST_TITLE_RESERVE = 64
+_DIGEST_FOOTER_RESERVE = 96
+
+
+# ---------------------------------------------------------------------- text measure
+
+
+def text_len(text: str) -> int:
+    """Length as Discord may count it: UTF-16 units (an emoji counts 2), never less than ``len``."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-16 units, ending in an ellipsis when cut."""
+    if text_len(text) <= limit:
+        return text
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        n = text_len(ch)
+        if used + n > limit - 1:
+            break
+        out.append(ch)
+        used += n
+    return "".join(out) + "…"
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\*_~`|\[\]()<>#])")
+
+
+def escape_markdown(text: str) -> str:
+    """A name shown as literal text inside markdown (links, bold) on one line."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+# ---------------------------------------------------------------------- webhook URL
 
 
 class WebhookUrlError(ValueError):
@@ -79,16 +150,27 @@ class WebhookUrlError(ValueError):
 class Webhook:
     base: str
     webhook_id: str
-    token: str
+    token: str = field(repr=False)
+    # The version the pasted URL named (6 when it had none); requests always use v10.
+    pasted_version: int = 6
 
     @property
     def url(self) -> str:
         """The v10 URL with ``wait=true``: a 200 with the message instead of a silent 204."""
-        return f"{self.base}/api/v10/webhooks/{self.webhook_id}/{self.token}?wait=true"
+        return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/{self.token}?wait=true"
+
+    @property
+    def api_version(self) -> int:
+        return API_VERSION
 
     @property
     def redacted(self) -> str:
-        return f"{self.base}/api/v10/webhooks/{self.webhook_id}/***"
+        return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/***"
+
+    @property
+    def key(self) -> str:
+        """A stable, non-reversible name of this id + token (to remember a disabled webhook)."""
+        return hashlib.sha256(f"{self.webhook_id}/{self.token}".encode()).hexdigest()
 
 
 def parse_webhook_url(url: str) -> Webhook:
@@ -98,7 +180,11 @@ def parse_webhook_url(url: str) -> Webhook:
         raise WebhookUrlError(
             "DISCORD_WEBHOOK_URL is not of the form https://HOST/api/webhooks/ID/TOKEN"
         )
-    return Webhook(m.group(1), m.group(2), m.group(3))
+    version = int(m.group(2)) if m.group(2) else 6
+    return Webhook(m.group(1), m.group(3), m.group(4), version)
+
+
+# ---------------------------------------------------------------------- rich embeds
 
 
 def format_price(amount: int | None, currency: str | None) -> str:
@@ -123,52 +209,57 @@ def _price_line(
     return f"**{format_price(final, currency)}**"
 
 
+def _status_text(status: str) -> str:
+    return f"*{status.replace('_', ' ')}*"
+
+
 def field_for(event: PriceChange) -> dict[str, Any]:
     """One region's change: old -> new, discount, kind and the historical-low badge."""
     label = KIND_LABELS.get(event.kind, event.kind)
     old = (
         _price_line(event.old_initial, event.old_final, event.old_discount, event.old_currency)
         if event.old_status == "priced"
-        else f"*{event.old_status.replace('_', ' ')}*"
+        else _status_text(event.old_status)
     )
     new = (
         _price_line(event.new_initial, event.new_final, event.new_discount, event.new_currency)
         if event.new_status == "priced"
-        else f"*{event.new_status.replace('_', ' ')}*"
+        else _status_text(event.new_status)
     )
     value = f"{old} → {new}"
     if event.new_historical_low:
-        value += "\n🏆 New historical low"
+        value += f"\n{NEW_LOW_BADGE} New historical low"
     elif event.matches_historical_low:
-        value += "\n🏅 Matches historical low"
+        value += f"\n{MATCHED_LOW_BADGE} Matches historical low"
     return {
-        "name": _clip(f"{event.cc.upper()} · {label}", MAX_FIELD_NAME),
-        "value": _clip(value, MAX_FIELD_VALUE),
+        "name": clip(f"{event.cc.upper()} · {label}", MAX_FIELD_NAME),
+        "value": clip(value, MAX_FIELD_VALUE),
         "inline": True,
     }
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def embed_colour(events: Sequence[PriceChange]) -> int:
+    """Gold for a new historical low, else the colour of the most notable kind."""
+    if any(e.new_historical_low for e in events):
+        return HISTORICAL_LOW_COLOUR
+    kinds = {e.kind for e in events}
+    for kind in KIND_PRIORITY:
+        if kind in kinds:
+            return KIND_COLOURS[kind]
+    return DIGEST_COLOUR
 
 
 def build_embed(app_id: int, name: str | None, events: Sequence[PriceChange]) -> dict[str, Any]:
     """One embed per app (Discord merges embeds sharing a url), one field per region."""
-    first = events[0]
     observed: datetime = max(e.observed_at for e in events)
-    colour = (
-        HISTORICAL_LOW_COLOUR
-        if any(e.new_historical_low for e in events)
-        else KIND_COLOURS.get(first.kind, 0x5865F2)
-    )
     fields = [field_for(e) for e in sorted(events, key=lambda e: e.cc)]
     embed: dict[str, Any] = {
-        "title": _clip(name or f"App {app_id}", MAX_TITLE),
+        "title": clip(name or f"App {app_id}", MAX_TITLE),
         "url": STORE_APP_URL.format(app_id=app_id),
-        "color": colour,
+        "color": embed_colour(events),
         "thumbnail": {"url": HEADER_IMAGE_URL.format(app_id=app_id)},
         "footer": {
-            "text": _clip(f"steamprice · observed {observed:%Y-%m-%d %H:%M} UTC", MAX_FOOTER)
+            "text": clip(f"steamprice · observed {observed:%Y-%m-%d %H:%M} UTC", MAX_FOOTER)
         },
         "timestamp": observed.isoformat(),
     }
@@ -185,11 +276,11 @@ def build_embed(app_id: int, name: str | None, events: Sequence[PriceChange]) ->
 
 def embed_chars(embed: Mapping[str, Any]) -> int:
     """Characters Discord counts against the 6000 limit of a message."""
-    total = len(embed.get("title", "")) + len(embed.get("description", ""))
-    total += len(embed.get("footer", {}).get("text", ""))
-    total += len(embed.get("author", {}).get("name", ""))
-    for f in embed.get("fields", []):
-        total += len(f.get("name", "")) + len(f.get("value", ""))
+    total = text_len(embed.get("title") or "") + text_len(embed.get("description") or "")
+    total += text_len((embed.get("footer") or {}).get("text") or "")
+    total += text_len((embed.get("author") or {}).get("name") or "")
+    for f in embed.get("fields") or []:
+        total += text_len(f.get("name") or "") + text_len(f.get("value") or "")
     return total
 
 
@@ -214,14 +305,297 @@ def payload(embeds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"embeds": embeds, "allowed_mentions": {"parse": []}}
 
 
+def message_problems(embeds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every Discord limit a message of these embeds would break (empty: it may be sent)."""
+    problems: list[str] = []
+    if not embeds:
+        problems.append("no embeds")
+    if len(embeds) > MAX_EMBEDS:
+        problems.append(f"{len(embeds)} embeds > {MAX_EMBEDS}")
+    for i, embed in enumerate(embeds):
+        texts = (
+            ("title", embed.get("title"), MAX_TITLE),
+            ("description", embed.get("description"), MAX_DESCRIPTION),
+            ("footer", (embed.get("footer") or {}).get("text"), MAX_FOOTER),
+            ("author", (embed.get("author") or {}).get("name"), MAX_AUTHOR),
+        )
+        for what, value, limit in texts:
+            if value is not None and text_len(str(value)) > limit:
+                problems.append(f"embed {i} {what} > {limit}")
+        fields = embed.get("fields") or []
+        if len(fields) > MAX_FIELDS:
+            problems.append(f"embed {i} has {len(fields)} fields > {MAX_FIELDS}")
+        for j, f in enumerate(fields):
+            name, value = f.get("name") or "", f.get("value") or ""
+            if not name or not value:
+                problems.append(f"embed {i} field {j} is empty")
+            if text_len(name) > MAX_FIELD_NAME:
+                problems.append(f"embed {i} field {j} name > {MAX_FIELD_NAME}")
+            if text_len(value) > MAX_FIELD_VALUE:
+                problems.append(f"embed {i} field {j} value > {MAX_FIELD_VALUE}")
+    total = sum(embed_chars(e) for e in embeds)
+    if total > MAX_TOTAL_CHARS:
+        problems.append(f"{total} characters > {MAX_TOTAL_CHARS}")
+    return problems
+
+
+# ---------------------------------------------------------------------- digests
+
+
+def _digest_region(event: PriceChange) -> str:
+    cc = event.cc.upper()
+    if event.new_status != "priced":
+        return f"{cc} {_status_text(event.new_status)}"
+    new = format_price(event.new_final, event.new_currency)
+    text = f"{cc} **{new}**"
+    if event.old_status == "priced" and event.old_final != event.new_final:
+        text = f"{cc} {format_price(event.old_final, event.old_currency)} → **{new}**"
+    d = effective_discount(event.new_initial, event.new_final, event.new_discount)
+    if d:
+        text += f" (-{d}%)"
+    if event.new_historical_low:
+        text += f" {NEW_LOW_BADGE}"
+    elif event.matches_historical_low:
+        text += f" {MATCHED_LOW_BADGE}"
+    return text
+
+
+def digest_line(app_id: int, name: str | None, events: Sequence[PriceChange]) -> str:
+    """One app on one line: linked name, then each region's new price, discount and badge."""
+    title = escape_markdown(clip(name or f"App {app_id}", DIGEST_NAME_MAX))
+    link = f"**[{title}]({STORE_APP_URL.format(app_id=app_id)})**"
+    regions = " · ".join(_digest_region(e) for e in sorted(events, key=lambda e: e.cc))
+    return clip(f"{link} · {regions}", DIGEST_LINE_MAX)
+
+
+def _digest_embeds(lines: Sequence[str], groups: Sequence[AppChanges]) -> list[dict[str, Any]]:
+    """Descriptions of up to 4096 units each; title on the first embed, footer on the last."""
+    descriptions: list[list[str]] = [[]]
+    used = 0
+    for line in lines:
+        n = text_len(line) + (1 if descriptions[-1] else 0)
+        if used + n > MAX_DESCRIPTION:
+            descriptions.append([])
+            used, n = 0, text_len(line)
+        descriptions[-1].append(line)
+        used += n
+    events = [e for g in groups for e in g.events]
+    first = min(e.observed_at for e in events)
+    last = max(e.observed_at for e in events)
+    window = (
+        f"{first:%Y-%m-%d %H:%M} to {last:%H:%M}"
+        if first.date() == last.date()
+        else f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}"
+    )
+    embeds: list[dict[str, Any]] = [
+        {"description": "\n".join(d), "color": DIGEST_COLOUR} for d in descriptions
+    ]
+    embeds[0]["title"] = clip(
+        f"Price changes · {len(groups)} apps · {len(events)} regions", _DIGEST_TITLE_RESERVE
+    )
+    embeds[-1]["footer"] = {
+        "text": clip(f"steamprice digest · observed {window} UTC", _DIGEST_FOOTER_RESERVE)
+    }
+    embeds[-1]["timestamp"] = last.isoformat()
+    return embeds
+
+
+# ---------------------------------------------------------------------- message planning
+
+
+@dataclass(frozen=True, slots=True)
+class AppChanges:
+    """The pending changes of one app (one region each), shown together."""
+
+    app_id: int
+    name: str | None
+    events: tuple[PriceChange, ...]
+
+
+def group_by_app(events: Iterable[PriceChange], names: Mapping[int, str]) -> list[AppChanges]:
+    """Changes grouped per app in order of first appearance; one change per (app, region).
+
+    Two pending changes of the same app and region (a price that moved twice) are both kept:
+    the later one goes to a later group so each is shown, in order.
+    """
+    groups: list[list[PriceChange]] = []
+    open_group: dict[int, int] = {}
+    for e in events:
+        index = open_group.get(e.app_id)
+        if index is None or any(x.cc == e.cc for x in groups[index]):
+            open_group[e.app_id] = len(groups)
+            groups.append([e])
+        else:
+            groups[index].append(e)
+    return [AppChanges(g[0].app_id, names.get(g[0].app_id), tuple(g)) for g in groups]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePlan:
+    """The next message: its embeds and how many of the offered groups it shows."""
+
+    embeds: list[dict[str, Any]]
+    count: int
+    digest: bool
+
+
+def plan_message(groups: Sequence[AppChanges], *, digest: bool) -> MessagePlan:
+    """The longest prefix of ``groups`` that fits one message within every Discord limit.
+
+    Rich mode: one embed per app (10 per message). Digest mode: one line per app in embed
+    descriptions, about 40-50 apps per message. At least one group is always taken.
+    """
+    if not groups:
+        raise ValueError("plan_message needs at least one group")
+    if not digest:
+        embeds: list[dict[str, Any]] = []
+        chars = 0
+        apps: set[int] = set()
+        for g in groups:
+            embed = build_embed(g.app_id, g.name, g.events)
+            n = embed_chars(embed)
+            # Two embeds with the same url in one message: Discord would show only the first.
+            if embeds and (
+                len(embeds) >= MAX_EMBEDS or chars + n > MAX_TOTAL_CHARS or g.app_id in apps
+            ):
+                break
+            embeds.append(embed)
+            apps.add(g.app_id)
+            chars += n
+        return MessagePlan(embeds, len(embeds), False)
+    budget = MAX_TOTAL_CHARS - _DIGEST_TITLE_RESERVE - _DIGEST_FOOTER_RESERVE
+    lines: list[str] = []
+    used = 0
+    for g in groups:
+        line = digest_line(g.app_id, g.name, g.events)
+        n = text_len(line) + (1 if lines else 0)  # the newline joining it to the previous
+        if lines and used + n > budget:
+            break
+        lines.append(line)
+        used += n
+    taken = list(groups[: len(lines)])
+    embeds = _digest_embeds(lines, taken)
+    while len(embeds) > MAX_EMBEDS or sum(embed_chars(e) for e in embeds) > MAX_TOTAL_CHARS:
+        lines.pop()
+        taken.pop()
+        embeds = _digest_embeds(lines, taken)
+    return MessagePlan(embeds, len(taken), True)
+
+
+def changes_shown(embeds: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """The (app id, region) pairs a message shows, rich or digest (for audits and tests)."""
+    shown: list[tuple[int, str]] = []
+    for embed in embeds:
+        url = embed.get("url")
+        if url:
+            m = _APP_URL_RE.fullmatch(url)
+            if m:
+                app_id = int(m.group(1))
+                for f in embed.get("fields") or []:
+                    shown.append((app_id, str(f.get("name", ""))[:2].lower()))
+            continue
+        for line in str(embed.get("description") or "").splitlines():
+            m = _APP_URL_RE.search(line)
+            if not m:
+                continue
+            rest = line[line.index(m.group(0)) + len(m.group(0)) :]
+            for cc in re.findall(r" · ([A-Z]{2}) ", rest + " "):
+                shown.append((int(m.group(1)), cc.lower()))
+    return shown
+
+
+# ---------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyFilter:
+    """The opt-in filters; the default (all empty) lets every change through."""
+
+    min_discount: int = 0
+    kinds: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    watchlist: frozenset[int] = frozenset()
+    only_historical_lows: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NotifyFilter:
+        return cls(
+            min_discount=settings.discord_min_discount,
+            kinds=frozenset(settings.discord_kinds),
+            regions=frozenset(settings.discord_regions),
+            watchlist=frozenset(settings.discord_watchlist),
+            only_historical_lows=settings.discord_only_historical_lows,
+        )
+
+    def skip_reason(self, event: PriceChange) -> str | None:
+        """Why ``event`` is not notified (the first filter it fails), or None to notify it."""
+        if self.watchlist and event.app_id not in self.watchlist:
+            return "filter: not in DISCORD_WATCHLIST"
+        if self.regions and event.cc not in self.regions:
+            return "filter: region not in DISCORD_REGIONS"
+        if self.kinds and event.kind not in self.kinds:
+            return "filter: kind not in DISCORD_KINDS"
+        if self.min_discount:
+            d = (
+                effective_discount(event.new_initial, event.new_final, event.new_discount)
+                if event.new_status == "priced"
+                else 0
+            )
+            if d < self.min_discount:
+                return f"filter: discount {d}% < DISCORD_MIN_DISCOUNT"
+        if self.only_historical_lows and not (
+            event.new_historical_low or event.matches_historical_low
+        ):
+            return "filter: not a historical low"
+        return None
+
+
+# ---------------------------------------------------------------------- pacing
+
+
+class MessageWindow:
+    """Our side of Discord's hidden per-channel limit: at most ``limit`` messages per ``period``.
+
+    The limit is never announced in headers, so it is counted here. Times are those at which
+    an accepted message's answer arrived, which is never before Discord counted it, and a small
+    margin covers clock skew: waiting ``delay()`` is always enough.
+    """
+
+    def __init__(self, limit: int, period: float, margin: float | None = None) -> None:
+        self.limit = limit
+        self.period = period
+        self.margin = period / 240 if margin is None else margin
+        self._sent: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - self.period - self.margin:
+            self._sent.popleft()
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next message may leave."""
+        self._trim(now)
+        if len(self._sent) < self.limit:
+            return 0.0
+        return self._sent[len(self._sent) - self.limit] + self.period + self.margin - now
+
+    def record(self, at: float) -> None:
+        self._sent.append(at)
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+
+# ---------------------------------------------------------------------- answers
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one webhook answer means for the sender.
 
     ``action``: ``sent``, ``retry_after`` (wait ``wait`` seconds, resend the same payload),
-    ``disable`` (webhook gone or token bad: never call again), ``reject`` (400: the payload is
-    bad; isolate the offending embed), ``backoff`` (5xx: retry with backoff), ``ban``
-    (Cloudflare: long pause).
+    ``disable`` (webhook gone or token bad: never call again), ``reject`` (the payload is bad;
+    isolate the offending embed), ``backoff`` (5xx: retry with backoff), ``ban`` (Cloudflare:
+    long pause). ``scope`` of a 429: ``user``, ``shared``, ``global`` or ``cloudflare``.
     """
 
     action: str
@@ -229,14 +603,36 @@ class Outcome:
     global_: bool = False
     message_id: str | None = None
     detail: str = ""
+    scope: str = ""
+    capped: bool = False
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def classify_response(
-    status: int, headers: Mapping[str, str], body: bytes, max_wait: float = 3600.0
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    max_wait: float = 3600.0,
+    api_version: int = API_VERSION,
 ) -> Outcome:
+    """The meaning of one webhook answer; 429 waits in seconds (v6/v7 bodies are in ms)."""
     try:
         doc = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         doc = None
     data = doc if isinstance(doc, dict) else {}
     if 200 <= status < 300:
@@ -246,27 +642,36 @@ def classify_response(
         has_rl_headers = any(h.lower().startswith("x-ratelimit") for h in headers)
         if not has_rl_headers and "retry_after" not in data:
             return Outcome(
-                "ban", wait=max_wait, detail="Cloudflare ban (429 without rate-limit headers)"
+                "ban",
+                wait=max_wait,
+                detail="Cloudflare ban (429 without rate-limit headers)",
+                scope="cloudflare",
             )
-        retry = data.get("retry_after", headers.get("Retry-After", 1.0))
-        try:
-            wait = float(retry)
-        except (TypeError, ValueError):
+        wait = _seconds(data.get("retry_after"))
+        if wait is not None and api_version < FIRST_SECONDS_VERSION:
+            wait /= 1000.0
+        if wait is None:
+            wait = _seconds(_header(headers, "Retry-After"))
+        if wait is None:
+            wait = _seconds(_header(headers, "X-RateLimit-Reset-After"))
+        if wait is None:
             wait = 1.0
+        global_ = bool(data.get("global")) or (_header(headers, "X-RateLimit-Global") == "true")
+        scope = _header(headers, "X-RateLimit-Scope") or ("global" if global_ else "user")
+        wait = max(wait, 0.0)
         return Outcome(
             "retry_after",
-            wait=min(max(wait, 0.0), max_wait),
-            global_=bool(data.get("global")),
-            detail="429",
+            wait=min(wait, max_wait),
+            global_=global_,
+            detail=f"429 {scope}",
+            scope=scope,
+            capped=wait > max_wait,
         )
-    if (
-        (status == 404 and code == 10015)
-        or (status == 401 and code == 50027)
-        or status in (401, 404)
-    ):
+    if status in (401, 403, 404):
+        # 404/10015 (webhook deleted), 401/50027 (bad token), 403 (no permission): every
+        # payload would get the same answer.
         return Outcome("disable", detail=f"HTTP {status} code {code}")
-    if status == 400:
-        return Outcome("reject", detail=f"HTTP 400 code {code}")
-    if status == 403:
-        return Outcome("disable", detail=f"HTTP 403 code {code}")
-    return Outcome("backoff", detail=f"HTTP {status}")
+    if status == 408 or status >= 500:
+        return Outcome("backoff", detail=f"HTTP {status}")
+    # 400/50035 and any other 4xx: this payload is refused; never resend it as it is.
+    return Outcome("reject", detail=f"HTTP {status} code {code}")

@@ -32,6 +32,8 @@ class Metrics:
     price_changes: Counter  # steam_price_changes_total{kind}
     discord_deliveries: Counter  # steam_discord_deliveries_total{status}
     discord_webhook_enabled: Gauge  # steam_discord_webhook_enabled
+    discord_rate_limited: Counter  # steam_discord_rate_limited_total{scope}
+    discord_messages: Counter  # steam_discord_messages_total{format}
     last_success: Gauge  # steam_last_success_timestamp_seconds{endpoint}
 
     @classmethod
@@ -124,6 +126,18 @@ class Metrics:
             ),
             discord_webhook_enabled=Gauge(
                 "steam_discord_webhook_enabled", "1 while the webhook is usable", registry=r
+            ),
+            discord_rate_limited=Counter(
+                "steam_discord_rate_limited",
+                "Discord 429 answers by scope (user, shared, global, cloudflare)",
+                ["scope"],
+                registry=r,
+            ),
+            discord_messages=Counter(
+                "steam_discord_messages",
+                "Discord messages posted, by format (embeds or digest)",
+                ["format"],
+                registry=r,
             ),
             last_success=Gauge(
                 "steam_last_success_timestamp_seconds",

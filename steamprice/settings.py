@@ -95,6 +95,33 @@ class Settings:
 
     discord_webhook_url: Secret = field(default_factory=lambda: Secret(""))
     enable_discord: bool = True
+    # Opt-in Discord filters (all empty/zero: every change is notified once). A change must pass
+    # every filter set; one that does not is recorded in the ledger as ``skipped`` with the reason.
+    # Notify only changes whose new real discount is at least this many percent (0 = off).
+    discord_min_discount: int = 0
+    # Notify only these change kinds (``discount_started``, ``list_price_increased`` ...).
+    discord_kinds: tuple[str, ...] = ()
+    # Notify only these regions (``cc`` codes).
+    discord_regions: tuple[str, ...] = ()
+    # Notify only these app ids.
+    discord_watchlist: tuple[int, ...] = ()
+    # Notify only changes that reach (new or matched) the historical low.
+    discord_only_historical_lows: bool = False
+    # When more apps than this wait to be notified (a sale wave), pending changes go out as
+    # digest messages of ~40-50 apps instead of one embed per app (0 = never digest).
+    discord_digest_threshold: int = 100
+    # Discord's hidden per-channel limit (never announced in headers): messages per window.
+    discord_channel_messages: int = 30
+    discord_channel_window_seconds: float = 60.0
+    # Longest wait obeyed from one 429 (days have been seen); the messages stay queued.
+    discord_max_retry_wait_seconds: float = 3600.0
+    # Pause after a Cloudflare ban (429 without rate-limit headers, "You are being blocked").
+    discord_ban_pause_seconds: float = 1800.0
+    # Timeout of one webhook request.
+    discord_request_timeout_seconds: float = 15.0
+    # After a crash during a post, changes whose post may or may not have reached Discord are
+    # marked ``uncertain`` and not re-posted (no duplicate); true re-posts them (no loss).
+    discord_resend_uncertain: bool = False
 
     # Sink batching: at most this many rows per transaction, waiting at most this long.
     sink_batch_size: int = 500
@@ -148,10 +175,41 @@ class Settings:
             url = getattr(self, name)
             if urlsplit(url).scheme not in ("http", "https"):
                 raise SettingsError(f"{name.upper()} must be an http(s) URL, not {url!r}")
+        _validate_discord_settings(self)
         hook = self.discord_webhook_url.get()
         if hook and urlsplit(hook).scheme not in ("http", "https"):
             # Never echo the value: it holds the webhook token.
             raise SettingsError("DISCORD_WEBHOOK_URL must be an http(s) URL")
+
+
+def _validate_discord_settings(s: Settings) -> None:
+    from steamprice.pricing import KINDS  # lazy: the pure settings module stays light
+
+    if not 0 <= s.discord_min_discount <= 100:
+        raise SettingsError("DISCORD_MIN_DISCOUNT must be a percentage between 0 and 100")
+    for kind in s.discord_kinds:
+        if kind not in KINDS:
+            raise SettingsError(
+                f"DISCORD_KINDS: {kind!r} is not a change kind; known: {', '.join(KINDS)}"
+            )
+    for cc in s.discord_regions:
+        if not COUNTRY_RE.match(cc):
+            raise SettingsError(f"DISCORD_REGIONS: {cc!r} is not a two-letter country code")
+    for app_id in s.discord_watchlist:
+        if app_id <= 0:
+            raise SettingsError(f"DISCORD_WATCHLIST: {app_id} is not an app id")
+    if s.discord_digest_threshold < 0:
+        raise SettingsError("DISCORD_DIGEST_THRESHOLD must be 0 (never) or a number of apps")
+    if not 1 <= s.discord_channel_messages <= 1000:
+        raise SettingsError("DISCORD_CHANNEL_MESSAGES must be between 1 and 1000")
+    for name in (
+        "discord_channel_window_seconds",
+        "discord_max_retry_wait_seconds",
+        "discord_ban_pause_seconds",
+        "discord_request_timeout_seconds",
+    ):
+        if not getattr(s, name) > 0:
+            raise SettingsError(f"{name.upper()} must be positive")
 
 
 def _bool(value: Any) -> bool:
@@ -215,6 +273,38 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "max_failures": get("MAX_FAILURES", d.max_failures, int),
         "discord_webhook_url": Secret(get("DISCORD_WEBHOOK_URL", "")),
         "enable_discord": get("ENABLE_DISCORD", d.enable_discord, _bool),
+        "discord_min_discount": get("DISCORD_MIN_DISCOUNT", d.discord_min_discount, int),
+        "discord_kinds": tuple(
+            k.strip().lower() for k in get("DISCORD_KINDS", "", Csv()) if k.strip()
+        ),
+        "discord_regions": tuple(
+            c.strip().lower() for c in get("DISCORD_REGIONS", "", Csv()) if c.strip()
+        ),
+        "discord_watchlist": tuple(get("DISCORD_WATCHLIST", "", Csv(cast=int, post_process=tuple))),
+        "discord_only_historical_lows": get(
+            "DISCORD_ONLY_HISTORICAL_LOWS", d.discord_only_historical_lows, _bool
+        ),
+        "discord_digest_threshold": get(
+            "DISCORD_DIGEST_THRESHOLD", d.discord_digest_threshold, int
+        ),
+        "discord_channel_messages": get(
+            "DISCORD_CHANNEL_MESSAGES", d.discord_channel_messages, int
+        ),
+        "discord_channel_window_seconds": get(
+            "DISCORD_CHANNEL_WINDOW_SECONDS", d.discord_channel_window_seconds, float
+        ),
+        "discord_max_retry_wait_seconds": get(
+            "DISCORD_MAX_RETRY_WAIT_SECONDS", d.discord_max_retry_wait_seconds, float
+        ),
+        "discord_ban_pause_seconds": get(
+            "DISCORD_BAN_PAUSE_SECONDS", d.discord_ban_pause_seconds, float
+        ),
+        "discord_request_timeout_seconds": get(
+            "DISCORD_REQUEST_TIMEOUT_SECONDS", d.discord_request_timeout_seconds, float
+        ),
+        "discord_resend_uncertain": get(
+            "DISCORD_RESEND_UNCERTAIN", d.discord_resend_uncertain, _bool
+        ),
         "sink_batch_size": get("SINK_BATCH_SIZE", d.sink_batch_size, int),
         "sink_batch_seconds": get("SINK_BATCH_SECONDS", d.sink_batch_seconds, float),
         "mysql_write_timeout_seconds": get(

@@ -6,19 +6,30 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from steamprice.discord import (
     MAX_TOTAL_CHARS,
+    AppChanges,
     WebhookUrlError,
     build_embed,
+    changes_shown,
     classify_response,
+    clip,
+    digest_line,
     embed_chars,
     format_price,
+    group_by_app,
+    message_problems,
     pack_messages,
     parse_webhook_url,
     payload,
+    plan_message,
+    text_len,
 )
 from steamprice.models import PriceChange
+from tests.fakes.discord import CLOUDFLARE_BODY, validate_payload
 
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
 
@@ -207,3 +218,248 @@ def test_response_classes(
 def test_sent_outcome_keeps_the_message_id() -> None:
     assert classify_response(200, {}, json.dumps({"id": "99"}).encode()).message_id == "99"
     assert classify_response(429, RL, b'{"retry_after": 1, "global": true}').global_
+
+
+# ---------------------------------------------------------------------- limits, measured as Discord
+
+
+def test_text_is_measured_in_utf16_units_and_clipped_to_the_limit() -> None:
+    assert text_len("abc") == 3
+    assert text_len("🏆") == 2  # outside the BMP: two UTF-16 units
+    clipped = clip("🏆" * 10, 7)
+    assert text_len(clipped) <= 7 and clipped.endswith("…")
+    assert clip("short", 10) == "short"
+
+
+def test_every_embed_text_is_clipped_to_its_limit() -> None:
+    embed = build_embed(
+        5,
+        "n" * 5000,
+        [change(f"{chr(97 + j)}a", old_currency="X" * 2000, kind="k" * 600) for j in range(26)],
+    )
+    assert message_problems([embed]) == []
+    assert text_len(embed["title"]) == 256
+    assert all(text_len(f["name"]) <= 256 and text_len(f["value"]) <= 1024 for f in embed["fields"])
+
+
+def _embed(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"title": "t", "fields": [{"name": "n", "value": "v"}]}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("embeds", "problem"),
+    [
+        ([], "no embeds"),
+        ([_embed()] * 11, "11 embeds > 10"),
+        ([_embed(title="x" * 257)], "embed 0 title > 256"),
+        ([_embed(description="x" * 4097)], "embed 0 description > 4096"),
+        ([_embed(footer={"text": "x" * 2049})], "embed 0 footer > 2048"),
+        ([_embed(author={"name": "x" * 257})], "embed 0 author > 256"),
+        ([_embed(fields=[{"name": "n", "value": "v"}] * 26)], "embed 0 has 26 fields > 25"),
+        ([_embed(fields=[{"name": "x" * 257, "value": "v"}])], "embed 0 field 0 name > 256"),
+        ([_embed(fields=[{"name": "n", "value": "x" * 1025}])], "embed 0 field 0 value > 1024"),
+        ([_embed(fields=[{"name": "n", "value": ""}])], "embed 0 field 0 is empty"),
+        (
+            [_embed(description="x" * 4000), _embed(description="y" * 2001)],
+            "6007 characters > 6000",
+        ),
+    ],
+)
+def test_message_problems_name_each_broken_limit(
+    embeds: list[dict[str, object]], problem: str
+) -> None:
+    assert problem in message_problems(embeds)
+
+
+def test_a_valid_message_has_no_problems_and_the_fake_agrees() -> None:
+    embeds = [build_embed(i, f"Game {i}", [change()]) for i in range(10)]
+    assert message_problems(embeds) == []
+    assert validate_payload(payload(embeds)) is None
+
+
+# ---------------------------------------------------------------------- planning
+
+
+def _groups(n: int, regions: int = 1, name: str | None = None) -> list[AppChanges]:
+    ccs = [f"{chr(97 + j // 26)}{chr(97 + j % 26)}" for j in range(regions)]
+    return [
+        AppChanges(
+            app,
+            name if name is not None else f"Game {app}",
+            tuple(change(cc, event_id=f"e-{app}-{cc}", app_id=app) for cc in ccs),
+        )
+        for app in range(1, n + 1)
+    ]
+
+
+def test_rich_plan_takes_ten_apps_one_embed_each() -> None:
+    plan = plan_message(_groups(23, regions=2), digest=False)
+    assert plan.count == 10 and not plan.digest
+    assert [e["url"] for e in plan.embeds] == [
+        f"https://store.steampowered.com/app/{a}/" for a in range(1, 11)
+    ]
+    assert all(len(e["fields"]) == 2 for e in plan.embeds)
+
+
+def test_rich_plan_never_puts_one_app_twice_in_a_message() -> None:
+    # The same app twice (a price that moved twice) would be merged by Discord: next message.
+    first, second = change("us", event_id="a"), change("us", event_id="b", new_final=1999)
+    groups = group_by_app([first, second], {})
+    assert [len(g.events) for g in groups] == [1, 1]
+    assert plan_message(groups, digest=False).count == 1
+
+
+def test_group_by_app_keeps_order_and_joins_regions() -> None:
+    events = [
+        change("us", event_id="1", app_id=7),
+        change("us", event_id="2", app_id=8),
+        change("gb", event_id="3", app_id=7),
+    ]
+    groups = group_by_app(events, {7: "Seven"})
+    assert [(g.app_id, g.name, [e.cc for e in g.events]) for g in groups] == [
+        (7, "Seven", ["us", "gb"]),
+        (8, None, ["us"]),
+    ]
+
+
+def test_digest_packs_many_apps_per_message_within_limits() -> None:
+    groups = _groups(200, regions=2)
+    plan = plan_message(groups, digest=True)
+    assert plan.digest and 30 <= plan.count <= 80
+    assert message_problems(plan.embeds) == []
+    assert validate_payload(payload(plan.embeds)) is None
+    assert plan.embeds[0]["title"].startswith(f"Price changes · {plan.count} apps")
+    assert "url" not in plan.embeds[0]  # no merging of digest embeds
+    shown = changes_shown(plan.embeds)
+    assert shown == [(g.app_id, cc) for g in groups[: plan.count] for cc in ("aa", "ab")]
+
+
+def test_digest_line_links_the_store_page_and_escapes_the_name() -> None:
+    line = digest_line(
+        42,
+        "Half-Life [Gold] *Edition*",
+        [
+            change("us", new_historical_low=True),
+            change("gb", old_currency="GBP", new_currency="GBP"),
+        ],
+    )
+    assert line.startswith(
+        r"**[Half-Life \[Gold\] \*Edition\*](https://store.steampowered.com/app/42/)**"
+    )
+    assert "US $59.99 → **$29.99** (-50%) 🏆" in line
+    assert "GB £59.99 → **£29.99** (-50%)" in line
+    assert changes_shown([{"description": line}]) == [(42, "gb"), (42, "us")]
+
+
+def test_digest_shows_unpriced_regions_plainly() -> None:
+    line = digest_line(
+        5, None, [change(kind="became_unpriced", new_status="no_price", new_final=None)]
+    )
+    assert line.endswith("· US *no price*")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=0, max_size=300),
+            st.integers(min_value=1, max_value=30),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_planning_a_backlog_shows_every_change_once_within_limits(
+    apps: list[tuple[str, int, bool]], digest: bool
+) -> None:
+    groups = [
+        AppChanges(
+            i + 1,
+            name or None,
+            tuple(
+                change(
+                    f"{chr(97 + j // 26)}{chr(97 + j % 26)}",
+                    event_id=f"{i}-{j}",
+                    app_id=i + 1,
+                    new_historical_low=low,
+                )
+                for j in range(regions)
+            ),
+        )
+        for i, (name, regions, low) in enumerate(apps)
+    ]
+    rest, shown = groups, []
+    while rest:
+        plan = plan_message(rest, digest=digest)
+        assert plan.count >= 1
+        assert message_problems(plan.embeds) == []
+        assert validate_payload(payload(plan.embeds)) is None
+        shown.extend(changes_shown(plan.embeds))
+        rest = rest[plan.count :]
+    expected = [(g.app_id, e.cc) for g in groups for e in sorted(g.events, key=lambda e: e.cc)]
+    if digest:
+        # A digest line is clipped at 1000 units: an app in 30 regions may show fewer.
+        assert set(shown) <= set(expected)
+        assert {a for a, _ in shown} == {g.app_id for g in groups}
+    else:
+        assert set(shown) <= set(expected) and {a for a, _ in shown} == {g.app_id for g in groups}
+        assert len(shown) == len(set(shown))
+
+
+# ---------------------------------------------------------------------- answers
+
+
+def test_v6_retry_after_is_in_milliseconds() -> None:
+    body = b'{"message": "You are being rate limited.", "retry_after": 1500, "global": false}'
+    assert classify_response(429, RL, body, api_version=6).wait == pytest.approx(1.5)
+    assert classify_response(429, RL, body, api_version=7).wait == pytest.approx(1.5)
+    assert classify_response(429, RL, body, api_version=10).wait == pytest.approx(1500)
+
+
+def test_429_scope_and_lower_case_headers() -> None:
+    headers = {"x-ratelimit-limit": "5", "x-ratelimit-scope": "shared", "retry-after": "41"}
+    outcome = classify_response(429, headers, b'{"retry_after": 40.2, "global": false}')
+    assert (outcome.action, outcome.scope, outcome.wait) == ("retry_after", "shared", 40.2)
+    glob = classify_response(429, {"X-RateLimit-Global": "true"}, b'{"retry_after": 2}')
+    assert glob.global_ and glob.scope == "global"
+
+
+def test_absurd_waits_are_capped_and_flagged() -> None:
+    outcome = classify_response(429, RL, b'{"retry_after": 864000}', max_wait=600)
+    assert outcome.wait == 600 and outcome.capped
+
+
+def test_429_without_a_body_falls_back_to_headers() -> None:
+    outcome = classify_response(429, {"X-RateLimit-Reset-After": "2.5"}, b"")
+    assert (outcome.action, outcome.wait) == ("retry_after", 2.5)
+
+
+def test_cloudflare_ban_body_from_the_fake_is_a_ban() -> None:
+    assert classify_response(429, {}, CLOUDFLARE_BODY.encode()).action == "ban"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "action"),
+    [
+        (403, b'{"message": "Missing Permissions", "code": 50013}', "disable"),
+        (404, b'{"message": "404: Not Found", "code": 0}', "disable"),
+        (413, b"", "reject"),
+        (408, b"", "backoff"),
+        (500, b'{"message": "500: Internal Server Error", "code": 0}', "backoff"),
+        (503, b"upstream connect error", "backoff"),
+    ],
+)
+def test_other_answers(status: int, body: bytes, action: str) -> None:
+    assert classify_response(status, {}, body).action == action
+
+
+def test_webhook_remembers_the_pasted_version_and_has_a_secret_free_key() -> None:
+    hook = parse_webhook_url("https://discord.com/api/webhooks/123/tok-secret")
+    assert hook.pasted_version == 6 and hook.api_version == 10
+    assert parse_webhook_url("https://discord.com/api/v9/webhooks/1/t").pasted_version == 9
+    assert "tok-secret" not in hook.key + repr(hook)
+    assert hook.key != parse_webhook_url("https://discord.com/api/webhooks/123/other").key
