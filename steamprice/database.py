@@ -73,7 +73,8 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 
 # "IF NOT EXISTS" on an existing object is the normal case for migrations, not worth a warning.
-warnings.filterwarnings("ignore", message=".*(already )?exists", category=pymysql.Warning)
+# (aiomysql reports server notes as plain ``Warning``s.)
+warnings.filterwarnings("ignore", message=".*exists", category=Warning, module="aiomysql")
 
 
 def error_code(exc: BaseException) -> int | None:

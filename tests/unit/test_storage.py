@@ -8,6 +8,7 @@ from typing import Any
 from aiomysql.cursors import RE_INSERT_VALUES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pymysql.converters import escape_item
 
 from steamprice.models import Observation, PriceChange, PriceHistory, PriceState
 from steamprice.pricing import apply_observation
@@ -20,10 +21,12 @@ from steamprice.storage import (
     Row,
     app_rows,
     change_problem,
+    multi_row_insert,
     observation_problem,
     plan_history,
     price_change_rows,
     price_current_rows,
+    sql_literal,
     utc_naive,
 )
 
@@ -270,3 +273,23 @@ def test_history_is_idempotent_and_agrees_with_the_change_agent(
     assert [p[2] for p in periods[1:]] == [utc_naive(e.observed_at) for e in events]
     assert [p[3] for p in periods[:-1]] == [p[2] for p in periods[1:]]  # contiguous
     assert periods[-1][3] is None and sum(p[3] is None for p in periods) == 1
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64),
+        st.text(),
+        st.datetimes(min_value=datetime(1000, 1, 1)),
+    )
+)
+def test_literals_are_exactly_what_pymysql_would_send(value: object) -> None:
+    assert sql_literal(value) == escape_item(value, "utf8mb4")
+
+
+def test_a_batch_becomes_one_statement_with_every_row() -> None:
+    sql = multi_row_insert(INSERT_APPS, [(1,), (2,)])
+    assert sql == "INSERT INTO apps (app_id) VALUES (1),(2) ON DUPLICATE KEY UPDATE app_id = app_id"
+    quoted = multi_row_insert(UPSERT_PRICE_CURRENT, [(1, "us", "it's", None, 1, 2, 3, N)])
+    assert "(1,'us','it\\'s',NULL,1,2,3,'2025-08-17 12:00:00')" in quoted
