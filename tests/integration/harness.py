@@ -241,3 +241,85 @@ class Worker:
         except TimeoutError:
             self.proc.kill()
             return await self.proc.wait()
+
+
+class PrivateMariaDB:
+    """A mariadbd of a test's own (temp datadir, free port), for tests that must break it.
+
+    The shared MariaDB on 3306 is never stopped; this one is, by its own process handle.
+    root may log in over TCP with an empty password, like on the shared server.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "private-mariadb"
+        self.datadir = self.dir / "data"
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def mysql(self) -> dict[str, Any]:
+        return {**MYSQL, "port": self.port}
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = self.dir / "mariadbd.log"
+        if not (self.datadir / "mysql").is_dir():
+            install = await asyncio.create_subprocess_exec(
+                "mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal", "--skip-test-db",
+                "--skip-name-resolve", f"--user={_os_user()}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out, _ = await install.communicate()
+            if install.returncode != 0:
+                raise AssertionError(f"mariadb-install-db failed:\n{out.decode()[-3000:]}")
+        with log.open("ab") as out_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                "mariadbd", "--no-defaults", f"--datadir={self.datadir}",
+                f"--socket={self.dir / 'mariadb.sock'}", f"--port={self.port}",
+                "--bind-address=127.0.0.1", "--skip-name-resolve", f"--user={_os_user()}",
+                "--skip-log-bin", "--innodb-buffer-pool-size=32M",
+                "--character-set-server=utf8mb4",
+                stdout=out_file, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+
+        async def answers() -> bool:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"mariadbd exited:\n{log.read_text()[-3000:]}")
+            try:
+                conn = await aiomysql.connect(**self.mysql, connect_timeout=2)
+            except Exception:
+                return False
+            conn.close()
+            return True
+
+        await wait_for(f"private mariadbd on port {self.port}", answers, timeout=timeout)
+
+    async def kill(self) -> None:
+        """Stop it as a crash would (SIGKILL): no goodbye to the clients, crash recovery next."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                await self.kill()
+
+    async def query(self, db: str, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        conn = await aiomysql.connect(**self.mysql, db=db, autocommit=True)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, args)
+                return list(await cur.fetchall())
+        finally:
+            conn.close()
+
+
+def _os_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
