@@ -1,0 +1,131 @@
+"""Replay real daily price snapshots through the real pipeline (fake store serving them).
+
+Used by the real-data test (tests/integration/test_replay.py) and the benchmark
+(``python -m bench replay``). The expected changes are computed here straight from the CSV files,
+without the project's pricing code, so the comparison is independent.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.fakes import FakeSteam
+from tests.integration.harness import Pipeline, wait_for
+
+SNAPSHOTS = ("prices-2025-08-17.csv.gz", "prices-2025-08-18.csv.gz")
+
+# (status, initial, final, discount) as Steam would serve it for the us region.
+Price = tuple[str, int | None, int | None, int | None]
+
+
+def shared_data_dir() -> Path | None:
+    """``STEAMPRICE_SHARED_DATA`` or ``../shared/data/steam`` beside the repo, if present."""
+    here = Path(__file__).resolve().parents[1]
+    path = Path(os.environ.get("STEAMPRICE_SHARED_DATA", here.parent / "shared" / "data" / "steam"))
+    return path if all((path / name).is_file() for name in SNAPSHOTS) else None
+
+
+def read_snapshot(path: Path) -> dict[int, Price]:
+    """One snapshot: price = final US cents (empty: no data, 0: free -> no price)."""
+    out: dict[int, Price] = {}
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if not row["appid"]:
+                continue
+            app_id = int(row["appid"])
+            if not row["price"] or int(row["price"]) == 0:
+                out[app_id] = ("no_price", None, None, None)
+                continue
+            final = int(row["price"])
+            discount = int(row["discount"] or 0)
+            initial = round(final / (1 - discount / 100)) if 0 < discount < 100 else final
+            out[app_id] = ("priced", initial, final, discount)
+    return out
+
+
+def _comparable(p: Price) -> tuple[object, ...]:
+    status, initial, final, discount = p
+    real_discount = discount if discount and initial is not None and final is not None and final < initial else 0
+    return (status, initial, final, real_discount)
+
+
+def expected_changes(before: dict[int, Price], after: dict[int, Price]) -> dict[int, tuple[Price, Price]]:
+    """Apps present on both days whose price (or priced/unpriced status) differs."""
+    return {
+        a: (before[a], p)
+        for a, p in after.items()
+        if a in before and _comparable(before[a]) != _comparable(p)
+    }
+
+
+@dataclass
+class Pass:
+    snapshot: str
+    apps: int
+    seconds: float
+    observations_per_second: float
+
+
+@dataclass
+class ReplayResult:
+    passes: list[Pass] = field(default_factory=list)
+    changes: list[tuple[object, ...]] = field(default_factory=list)
+
+
+async def replay(
+    pipeline: Pipeline,
+    steam: FakeSteam,
+    paths: list[Path],
+    say: Callable[[str], None] = print,
+    timeout_per_pass: float = 1800.0,
+) -> ReplayResult:
+    """Seed every app of each snapshot in turn and wait until all of them are priced again."""
+    result = ReplayResult()
+    for path in paths:
+        ids = sorted(read_snapshot(path))
+        steam.load_snapshot(path, cc="us")
+        seed_file = pipeline.tmp / f"{path.stem}.ids"
+        seed_file.write_text("\n".join(map(str, ids)) + "\n")
+        started_at = datetime.now(UTC).replace(tzinfo=None)
+        started = time.monotonic()
+        await pipeline.cli("seed", "--file", str(seed_file))
+        say(f"{path.name}: seeded {len(ids):,} apps")
+        last_report = [time.monotonic()]
+
+        async def repriced() -> bool:
+            rows = await pipeline.query(
+                "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s", (started_at,)
+            )
+            n = int(rows[0][0]) if rows else 0
+            if time.monotonic() - last_report[0] > 15:
+                last_report[0] = time.monotonic()
+                say(f"  {n:,}/{len(ids):,} priced after {time.monotonic() - started:.0f} s")
+            return n >= len(ids)
+
+        await wait_for(f"{path.name}: every app priced", repriced, timeout=timeout_per_pass, every=1.0)
+        seconds = time.monotonic() - started
+        result.passes.append(Pass(path.name, len(ids), round(seconds, 1), round(len(ids) / seconds)))
+        say(f"{path.name}: {len(ids):,} apps priced in {seconds:.1f} s ({len(ids) / seconds:,.0f}/s)")
+
+    # The change sink trails the price_current sink a little: wait until the count settles.
+    stable = {"count": -1, "since": time.monotonic()}
+
+    async def settled() -> bool:
+        n = int((await pipeline.query("SELECT COUNT(*) FROM price_changes"))[0][0])
+        if n != stable["count"]:
+            stable.update(count=n, since=time.monotonic())
+        return time.monotonic() - stable["since"] > 5
+
+    await wait_for("price_changes to settle", settled, timeout=120, every=0.5)
+    result.changes = await pipeline.query(
+        "SELECT app_id, cc, kind, old_initial, old_final, old_discount, new_initial, new_final,"
+        " new_discount FROM price_changes ORDER BY app_id"
+    )
+    return result
