@@ -1,0 +1,142 @@
+"""Discord: 1,000 changes at once through the notifier against a webhook enforcing the limits.
+
+The notifier service (its sender, ledger and pacing, on the local MariaDB in a throwaway
+database) posts 1,000 changes of 1,000 distinct apps, all queued at once as the sink agent
+queues them, to ``FakeDiscord`` enforcing 5 requests / 2 s per webhook and 30 messages / 60 s
+per channel. Every window (the fake's and the notifier's channel window) is SCALE times
+shorter, the ratios kept, so the run takes ~20 s instead of ~200 s; times are reported scaled
+back. Two runs: one embed per app (digests off: the floor is set by the limits and 10 embeds per
+message, 100 messages at 30 / min = 200 s) and the default, where the backlog goes out as
+digests of ~50 apps per message and beats that floor.
+Targets: all delivered once, 0 requests inside a retry window, within 1.2x the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomysql
+
+from steamprice.database import Database, connect_kwargs
+from steamprice.discord import MAX_EMBEDS, changes_shown
+from steamprice.metrics import Metrics
+from steamprice.models import PriceChange
+from steamprice.notifier import DiscordNotifier
+from steamprice.settings import Secret, Settings
+from tests.fakes.discord import FakeDiscord
+
+CHANGES = 1_000
+SCALE = 10.0
+BUCKET = (5, 2.0)  # requests per seconds, per webhook
+CHANNEL = (30, 60.0)  # messages per seconds, per channel (hidden)
+TARGET_RATIO = 1.2
+T = datetime(2025, 11, 27, 18, 0, tzinfo=UTC)
+
+
+def make_changes() -> list[PriceChange]:
+    return [
+        PriceChange(
+            event_id=f"bench-discord-{app:08d}",
+            app_id=app,
+            cc="us",
+            kind="discount_started",
+            old_status="priced",
+            new_status="priced",
+            old_currency="USD",
+            new_currency="USD",
+            old_initial=1999,
+            old_final=1999,
+            old_discount=0,
+            new_initial=1999,
+            new_final=999,
+            new_discount=50,
+            observed_at=T,
+            previous_observed_at=T,
+        )
+        for app in range(10, 10 + CHANGES)
+    ]
+
+
+async def run(name: str, digest_threshold: int) -> dict[str, Any]:
+    db = f"bench_discord_{uuid.uuid4().hex[:8]}"
+    fake = FakeDiscord(
+        bucket=(BUCKET[0], BUCKET[1] / SCALE),
+        channel_limit=(CHANNEL[0], CHANNEL[1] / SCALE),
+        global_limit=(50, 1.0 / SCALE),
+    )
+    await fake.start()
+    settings = Settings(
+        mysql_db=db,
+        discord_webhook_url=Secret(fake.webhook_url("1", "bench-token")),
+        discord_channel_messages=CHANNEL[0],
+        discord_channel_window_seconds=CHANNEL[1] / SCALE,
+        discord_digest_threshold=digest_threshold,
+    )
+    metrics = Metrics.create()
+    database = Database(settings, metrics)
+    notifier = DiscordNotifier(settings, metrics, database)
+    await database.start()
+    await database.ready.wait()
+    await notifier.start()
+    try:
+        started = time.monotonic()
+        await notifier.enqueue(make_changes())
+        while metrics.registry.get_sample_value(
+            "steam_discord_deliveries_total", {"status": "sent"}
+        ) != float(CHANGES):
+            if time.monotonic() - started > 120:
+                raise RuntimeError(f"{name}: not all changes delivered after 120 s")
+            await asyncio.sleep(0.05)
+        elapsed = (fake.messages[-1].time - started) * SCALE
+        shown = Counter(x for m in fake.messages for x in changes_shown(m.visible_embeds))
+        messages = math.ceil(CHANGES / MAX_EMBEDS)
+        floor = messages / CHANNEL[0] * CHANNEL[1]
+        result = {
+            "changes": CHANGES,
+            "delivered_once": len(shown) == CHANGES and set(shown.values()) == {1},
+            "seconds": round(elapsed, 1),
+            "floor_seconds": round(floor, 1),
+            "ratio_to_floor": round(elapsed / floor, 3),
+            "messages": len(fake.messages),
+            "requests": len(fake.requests),
+            "http_429": fake.count_429,
+            "requests_in_retry_window": fake.requests_in_retry_window,
+        }
+        print(
+            f"{name:>7}: {CHANGES} changes in {result['seconds']} s (scaled back x{SCALE:g})"
+            f" vs floor {floor:.0f} s = {result['ratio_to_floor']}x; {len(fake.messages)}"
+            f" messages, {len(fake.requests)} requests, {fake.count_429} x 429,"
+            f" {fake.requests_in_retry_window} inside a retry window;"
+            f" each change shown once: {result['delivered_once']}",
+            flush=True,
+        )
+        return result
+    finally:
+        await notifier.stop()
+        await database.stop()
+        await fake.stop()
+        conn = await aiomysql.connect(**connect_kwargs(settings, with_db=False), autocommit=True)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+        finally:
+            conn.close()
+
+
+async def main() -> dict[str, Any]:
+    embeds = await run("embeds", digest_threshold=0)
+    digest = await run("digest", digest_threshold=Settings().discord_digest_threshold)
+    ok = (
+        embeds["delivered_once"]
+        and digest["delivered_once"]
+        and embeds["requests_in_retry_window"] == digest["requests_in_retry_window"] == 0
+        and embeds["ratio_to_floor"] <= TARGET_RATIO
+    )
+    print(f"target (all once, 0 in a retry window, <= {TARGET_RATIO}x the floor): {ok}")
+    return {"scale": SCALE, "embeds": embeds, "digest": digest, "target_met": ok}
