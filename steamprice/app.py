@@ -12,6 +12,8 @@ from steamprice.settings import Settings, load_settings
 AGENT_MODULES = [
     "steamprice.agents.intake",
     "steamprice.agents.crawl",
+    "steamprice.agents.discovery",
+    "steamprice.agents.enrich",
     "steamprice.agents.normalize",
     "steamprice.agents.changes",
     "steamprice.sinks.mysql",

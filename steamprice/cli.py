@@ -20,9 +20,11 @@ from faust.cli import AppCommand, argument, option
 from steamprice.app import app, settings
 from steamprice.database import describe_error
 from steamprice.database import migrate as apply_migrations
+from steamprice.discovery import iter_app_list
 from steamprice.models import AppState, ScheduleCommand
 from steamprice.schedule import RETRY, BadSeed, parse_seed
-from steamprice.steam import USER_AGENT, StoreError, parse_app_list
+from steamprice.services import store
+from steamprice.steam import StoreError
 from steamprice.tables import app_state_table
 from steamprice.topics import ALL_TOPICS, app_ids_topic, schedule_topic
 
@@ -74,22 +76,21 @@ async def _ensure_topics() -> None:
 
 
 async def _discover(progress: Progress) -> list[int]:
-    """Every app id of the catalog, paged through ``IStoreService/GetAppList/v1``."""
+    """Every app id of the catalog, paged through ``IStoreService/GetAppList/v1``.
+
+    Uses the worker's own Steam client (same User-Agent, retries of 5xx and bad bodies).
+    """
     key = settings.steam_api_key.get()
     if not key:
         raise SystemExit("steamprice seed --all needs STEAM_API_KEY (a Steam Web API key)")
     found: list[int] = []
-    last: int | None = 0
-    url = f"{settings.steam_api_url}/IStoreService/GetAppList/v1/"
-    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
-        while last is not None:
-            params = {"key": key, "max_results": "50000", "last_appid": str(last)}
-            async with session.get(url, params=params) as resp:
-                page = parse_app_list(resp.status, await resp.read())
-            ids = [a["appid"] for a in page.apps if isinstance(a.get("appid"), int)]
-            found.extend(ids)
-            progress.tick(len(ids))
-            last = page.last_appid
+    await store.maybe_start()
+    try:
+        async for page in iter_app_list(store, key, types=settings.steam_app_types):
+            found.extend(a.app_id for a in page.apps)
+            progress.tick(len(page.apps))
+    finally:
+        await store.stop()
     return found
 
 

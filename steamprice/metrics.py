@@ -35,6 +35,8 @@ class Metrics:
     discord_rate_limited: Counter  # steam_discord_rate_limited_total{scope}
     discord_messages: Counter  # steam_discord_messages_total{format}
     last_success: Gauge  # steam_last_success_timestamp_seconds{endpoint}
+    batch_fallbacks: Counter  # steam_batch_fallbacks_total{reason}
+    store_banned: Gauge  # steam_store_banned
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -143,6 +145,17 @@ class Metrics:
                 "steam_last_success_timestamp_seconds",
                 "Unix time of the last successful request",
                 ["endpoint"],
+                registry=r,
+            ),
+            batch_fallbacks=Counter(
+                "steam_batch_fallbacks",
+                "Store batches split up: refused with 400 (batching off) or isolating a bad entry",
+                ["reason"],
+                registry=r,
+            ),
+            store_banned=Gauge(
+                "steam_store_banned",
+                "1 while the store answers 403 Access Denied and every store request is held",
                 registry=r,
             ),
         )

@@ -15,13 +15,17 @@ class ScheduleCommand(faust.Record, **_OPTIONS):
     """A request to the scheduler about one app, keyed by app id.
 
     ``op`` is ``seed`` (a user asked: check now), ``recheck`` (the timer found it due), ``failed``
-    (the crawler gave up on it, ``reason`` says why) or ``retry`` (`steamprice retry-failed`).
+    (the crawler gave up on it, ``reason`` says why), ``retry`` (`steamprice retry-failed`),
+    ``priced`` (the crawler has an answer in every region) or ``changed`` (the app-list poller
+    saw ``change_number``, Steam's ``price_change_number``, with ``modified_at``).
     """
 
     app_id: int
     op: str
     at: datetime
     reason: str = ""
+    change_number: int | None = None
+    modified_at: datetime | None = None
 
 
 class CrawlRequest(faust.Record, **_OPTIONS):
@@ -137,7 +141,14 @@ class PriceHistory(faust.Record, **_OPTIONS):
 
 
 class AppState(faust.Record, **_OPTIONS):
-    """Schedule and health of one tracked app."""
+    """Schedule and health of one tracked app.
+
+    ``next_due`` is when to dispatch it next; while ``pending`` (dispatched, no answer yet) it is
+    the deadline after which an unanswered request is sent again. ``last_result`` is ``ok`` or
+    ``error`` (empty before the first answer). ``change_number`` is the last
+    ``price_change_number`` seen in the app list; ``priority`` marks an app whose price moved, to
+    be re-priced ahead of the sweep.
+    """
 
     app_id: int
     tracked_since: datetime
@@ -146,6 +157,11 @@ class AppState(faust.Record, **_OPTIONS):
     failures: int = 0
     failed: bool = False
     last_error: str = ""
+    pending: bool = False
+    last_priced: datetime | None = None
+    last_result: str = ""
+    change_number: int | None = None
+    priority: bool = False
 
 
 class FailedInput(faust.Record, **_OPTIONS):

@@ -1,8 +1,25 @@
-"""Seed-topic input validation and the per-app crawl schedule (pure functions)."""
+"""Seed-topic input validation and the per-app crawl schedule (pure functions).
+
+How an app moves (``decide``): a ``seed`` (or ``retry``) dispatches it now; the dispatch marks it
+``pending`` until the crawler reports ``priced`` or ``failed``, and a second seed or recheck
+while it waits is the same round (no second request). After ``priced`` it is due again one
+``RECRAWL_INTERVAL`` later (a stable per-app offset in the last 5 % of the interval keeps apps
+seeded together from coming due in one lump). A ``failed`` fetch backs off exponentially;
+``max_failures`` in a row park the app in the failed state until ``retry``/``seed``. ``changed``
+comes from the app-list poller: a moved ``price_change_number`` makes the app due now, ahead of
+the sweep. A pending request that is never answered (a crash lost it) is re-sent after
+``pending_timeout``.
+
+:class:`DueIndex` is the in-memory view of the schedule the dispatcher reads each tick instead of
+scanning the whole table; :func:`dispatch_budget` keeps the crawl queue short, so a catalog of
+any size waits in the index, not in Kafka, and nothing bursts.
+"""
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +30,10 @@ MAX_APP_ID = 2**31 - 1
 MAX_SEED_BYTES = 1024
 
 SEED, RECHECK, FAILED, RETRY = "seed", "recheck", "failed", "retry"
+PRICED, CHANGED = "priced", "changed"
+OPS = (SEED, RECHECK, FAILED, RETRY, PRICED, CHANGED)
+# Values of AppState.last_result.
+RESULT_OK, RESULT_ERROR = "ok", "error"
 
 
 class BadSeed(ValueError):
@@ -56,6 +77,13 @@ class SchedulePolicy:
     dedupe: timedelta = timedelta(seconds=60)
     max_failures: int = 5
     retry_base: timedelta = timedelta(seconds=60)
+    # Whether the app-list poller's ``changed`` starts tracking apps nobody seeded.
+    track_new: bool = False
+
+    @property
+    def pending_timeout(self) -> timedelta:
+        """A dispatched app with no answer after this long is dispatched again."""
+        return max(self.interval, timedelta(minutes=15))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,52 +93,264 @@ class Decision:
     failed_reason: str = ""  # the app just moved to the failed state
 
 
-def _spread(app_id: int, interval: timedelta) -> timedelta:
-    """A stable offset of up to 5% of the interval so that apps seeded together drift apart."""
+def _offset(app_id: int, interval: timedelta) -> timedelta:
+    """A stable per-app offset of up to 5 % of the interval (taken off it: never late)."""
     return interval * ((zlib.crc32(str(app_id).encode()) % 1000) / 20000)
 
 
+def _copy(state: AppState) -> AppState:
+    # Table values are never mutated in place: the table only sees reassignments.
+    return AppState.from_data(state.asdict())
+
+
 def _dispatched(state: AppState, now: datetime, policy: SchedulePolicy) -> Decision:
+    state.pending = True
     state.last_requested = now
-    state.next_due = now + policy.interval + _spread(state.app_id, policy.interval)
+    state.next_due = now + policy.pending_timeout
     return Decision(state, dispatch=True)
+
+
+def _changed(state: AppState, cmd: ScheduleCommand) -> Decision:
+    number = cmd.change_number
+    if number is None or number == state.change_number:
+        return Decision(None)
+    if state.change_number is not None:
+        moved = True
+    else:
+        # First number seen for this app: it moved only if Steam modified the app after our
+        # last price (second resolution, so a change in the same second as that price is
+        # left to the sweep).
+        moved = cmd.modified_at is not None and (
+            state.last_priced is None or cmd.modified_at > state.last_priced
+        )
+    state.change_number = number
+    if moved and not state.pending:
+        state.priority = True
+        state.next_due = min(state.next_due, cmd.at)
+    return Decision(state)
 
 
 def decide(prev: AppState | None, cmd: ScheduleCommand, policy: SchedulePolicy) -> Decision:
     """What one schedule command does to an app's state."""
     now = cmd.at
+    op = cmd.op
     if prev is None:
-        if cmd.op not in (SEED, RETRY):
-            return Decision(None)
-        prev = AppState(app_id=cmd.app_id, tracked_since=now, next_due=now)
-    state = AppState.from_data(prev.asdict())
-    if cmd.op in (SEED, RETRY):
-        if cmd.op == RETRY or state.failed:
+        if op in (SEED, RETRY) or (op == CHANGED and policy.track_new):
+            state = AppState(
+                app_id=cmd.app_id, tracked_since=now, next_due=now, change_number=cmd.change_number
+            )
+            return _dispatched(state, now, policy)
+        return Decision(None)
+    state = _copy(prev)
+    if op in (SEED, RETRY):
+        if op == RETRY or state.failed:
             state.failed, state.failures, state.last_error = False, 0, ""
+        elif state.pending and state.next_due > now:
+            return Decision(None)  # already waiting in the crawl queue: same round
         elif state.last_requested is not None and now - state.last_requested < policy.dedupe:
             return Decision(None)
         return _dispatched(state, now, policy)
     if state.failed:
-        return Decision(None)
-    if cmd.op == RECHECK:
+        return Decision(None)  # parked until retry-failed or a seed
+    if op == RECHECK:
         if state.next_due > now:
-            return Decision(None)  # a duplicate from an earlier tick: already requested
+            return Decision(None)  # a duplicate from an earlier tick, or not due after all
         return _dispatched(state, now, policy)
-    if cmd.op == FAILED:
+    if op == PRICED:
+        state.pending, state.priority = False, False
+        state.failures, state.last_error = 0, ""
+        state.last_priced, state.last_result = now, RESULT_OK
+        state.next_due = now + policy.interval - _offset(state.app_id, policy.interval)
+        return Decision(state)
+    if op == FAILED:
+        state.pending, state.priority = False, False
         state.failures += 1
-        state.last_error = cmd.reason
+        state.last_error, state.last_result = cmd.reason, RESULT_ERROR
         if state.failures >= policy.max_failures:
             state.failed = True
             return Decision(state, failed_reason=f"{state.failures} failures, last: {cmd.reason}")
         state.next_due = now + min(policy.interval, policy.retry_base * 2 ** (state.failures - 1))
         return Decision(state)
+    if op == CHANGED:
+        return _changed(state, cmd)
     return Decision(None)
 
 
 def record_success(prev: AppState | None) -> AppState | None:
-    """After a successful price fetch: clear the failure count (None: nothing to write)."""
-    if prev is None or (prev.failures == 0 and not prev.failed):
+    """After a successful price fetch: clear the failure count (None: nothing to write).
+
+    The schedule agent owns ``failed``, ``pending`` and ``next_due`` (the due index mirrors
+    them), so this only clears the counters; the crawler's ``priced`` command does the rest.
+    """
+    if prev is None or (prev.failures == 0 and not prev.last_error):
         return None
-    state = AppState.from_data(prev.asdict())
-    state.failures, state.failed, state.last_error = 0, False, ""
+    state = _copy(prev)
+    state.failures, state.last_error = 0, ""
     return state
+
+
+def dispatch_budget(
+    *, per_minute: float, batch_size: int, regions: int, tick_seconds: float, in_flight: int
+) -> int:
+    """How many due apps one tick may release: enough to keep the crawler busy for ~3 ticks.
+
+    The crawler prices ``per_minute / regions`` batches of ``batch_size`` apps a minute; apps
+    already dispatched and not yet answered count against the budget, so the crawl queue stays
+    short whatever the catalog size (a 261k-app backlog waits here, in memory, ordered).
+    """
+    apps_per_second = per_minute / 60.0 * batch_size / max(1, regions)
+    high_water = max(2 * batch_size, math.ceil(apps_per_second * tick_seconds * 3))
+    return max(0, high_water - in_flight)
+
+
+class DueIndex:
+    """When each locally owned app is next due: a cache of the app-state table.
+
+    Rebuilt from the table after every rebalance (the table is the truth and is recovered from
+    its changelog), and kept current by the schedule agent, which calls :meth:`update` with the
+    state it just wrote. So it is derived, never authoritative: losing it costs one rebuild.
+
+    Two heaps of ``(due, app_id)`` with lazy deletion: apps whose price moved (``priority``)
+    and the sweep. :meth:`pop_due` releases the changed apps first, but never more than half a
+    tick's budget while sweep apps are overdue, so the safety net cannot starve.
+    """
+
+    def __init__(self, grace_seconds: float = 120.0) -> None:
+        # An app released by pop_due comes back after this long if no update arrives (the
+        # recheck was lost), so nothing can drop out of the schedule.
+        self.grace_seconds = grace_seconds
+        self.ready = False
+        self._due: dict[int, tuple[float, bool]] = {}  # app -> (due timestamp, changed)
+        self._heaps: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+        self._failed: set[int] = set()
+        self._pending: set[int] = set()
+
+    def clear(self) -> None:
+        self.ready = False
+        self._due.clear()
+        self._heaps = {False: [], True: []}
+        self._failed.clear()
+        self._pending.clear()
+
+    def update(self, app_id: int, state: AppState | None) -> None:
+        """Mirror one app's state (None: the app is no longer tracked here)."""
+        self._failed.discard(app_id)
+        self._pending.discard(app_id)
+        if state is None or state.failed:
+            self._due.pop(app_id, None)
+            if state is not None:
+                self._failed.add(app_id)
+            return
+        if state.pending:
+            self._pending.add(app_id)
+        self._put(app_id, state.next_due.timestamp(), state.priority and not state.pending)
+
+    def _put(self, app_id: int, due: float, changed: bool) -> None:
+        entry = (due, changed)
+        if self._due.get(app_id) == entry:
+            return
+        self._due[app_id] = entry
+        heapq.heappush(self._heaps[changed], (due, app_id))
+        if sum(len(h) for h in self._heaps.values()) > 2 * len(self._due) + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        heaps: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+        for app_id, (due, changed) in self._due.items():
+            heaps[changed].append((due, app_id))
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        self._heaps = heaps
+
+    def _live(self, changed: bool, item: tuple[float, int]) -> bool:
+        due, app_id = item
+        return self._due.get(app_id) == (due, changed)
+
+    def _peek(self, changed: bool) -> float | None:
+        heap = self._heaps[changed]
+        while heap and not self._live(changed, heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _pop(self, changed: bool, now: float, limit: int, out: list[int]) -> None:
+        heap = self._heaps[changed]
+        taken = 0
+        while taken < limit:
+            due = self._peek(changed)
+            if due is None or due > now:
+                return
+            _, app_id = heapq.heappop(heap)
+            # Forget it at once: an app can sit in a heap twice with the same due time.
+            del self._due[app_id]
+            out.append(app_id)
+            taken += 1
+
+    def pop_due(self, now: float, limit: int) -> list[int]:
+        """Up to ``limit`` due apps, changed ones first; each counts as in flight at once."""
+        if limit <= 0:
+            return []
+        out: list[int] = []
+        sweep_due = self._peek(False)
+        share = limit if sweep_due is None or sweep_due > now else max(1, limit // 2)
+        self._pop(True, now, share, out)
+        self._pop(False, now, limit - len(out), out)
+        self._pop(True, now, limit - len(out), out)
+        for app_id in out:
+            # Back into the sweep heap as a reminder; the schedule agent's update replaces it.
+            self._put(app_id, now + self.grace_seconds, False)
+            self._pending.add(app_id)
+        return out
+
+    def count_due(self, now: float) -> dict[str, int]:
+        """Apps due now and not yet released, per heap (visits only the due part of a heap)."""
+        counts = {}
+        for changed, name in ((True, "changed"), (False, "due")):
+            heap = self._heaps[changed]
+            n, stack = 0, [0] if heap else []
+            while stack:
+                i = stack.pop()
+                if heap[i][0] > now:
+                    continue
+                n += self._live(changed, heap[i])
+                stack.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(heap))
+            counts[name] = n
+        return counts
+
+    @property
+    def tracked(self) -> int:
+        return len(self._due) + len(self._failed)
+
+    @property
+    def failed(self) -> int:
+        return len(self._failed)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+class LogThrottle:
+    """Lets ``burst`` log lines through per ``window`` seconds and counts the rest.
+
+    A flood of garbage on the seed topic must be counted (metric) and routed (app-ids-failed)
+    message by message, but a log line each would bury everything else.
+    """
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._start = -math.inf
+        self._seen = 0
+        self._suppressed = 0
+
+    def allow(self, now: float) -> tuple[bool, int]:
+        """(log this line?, lines suppressed in the window that just ended: report them now)."""
+        reported = 0
+        if now - self._start >= self.window:
+            reported, self._suppressed = self._suppressed, 0
+            self._start, self._seen = now, 0
+        self._seen += 1
+        if self._seen <= self.burst:
+            return True, reported
+        self._suppressed += 1
+        return False, reported

@@ -92,6 +92,25 @@ class Settings:
     seed_dedupe_seconds: float = 60.0
     # Consecutive failed fetches before an app moves to the failed state.
     max_failures: int = 5
+    # Crawler (see README "Crawler"). Pause after a 403 "Access Denied" page (doubles on
+    # repeats, at most 4x); every store request waits it out.
+    steam_ban_pause_seconds: float = 900.0
+    # First wait before a store request that failed (5xx, timeout, truncated or non-JSON body)
+    # is sent again; doubles per attempt, four attempts in all.
+    steam_retry_base_seconds: float = 1.0
+    # First wait before an app whose fetch failed is crawled again; doubles per failure.
+    failed_retry_base_seconds: float = 60.0
+    # App types that ``seed --all`` and the change poller list: game, dlc, software, video,
+    # hardware (Steam's own default is games only).
+    steam_app_types: tuple[str, ...] = ("game",)
+    # How often the leader asks IStoreService/GetAppList for apps modified since its last look
+    # and re-prices those whose price_change_number moved (0 = off; needs STEAM_API_KEY).
+    discovery_interval_seconds: float = 900.0
+    # Whether apps the change poller sees but nobody seeded start being tracked.
+    discovery_track_new_apps: bool = False
+    # SteamSpy enrichment of the apps table (name, developer, publisher, owners, ccu, tags) at
+    # 1 request/s on the leader; opt-in. Names then title the Discord embeds.
+    enable_steamspy: bool = False
 
     discord_webhook_url: Secret = field(default_factory=lambda: Secret(""))
     enable_discord: bool = True
@@ -179,6 +198,7 @@ class Settings:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise SettingsError(f"{name.upper()} must be an http(s) URL, not {url!r}")
         _validate_discord_settings(self)
+        _validate_crawler_settings(self)
         hook = self.discord_webhook_url.get()
         if hook and urlsplit(hook).scheme not in ("http", "https"):
             # Never echo the value: it holds the webhook token.
@@ -213,6 +233,32 @@ def _validate_discord_settings(s: Settings) -> None:
     ):
         if not getattr(s, name) > 0:
             raise SettingsError(f"{name.upper()} must be positive")
+
+
+def _validate_crawler_settings(s: Settings) -> None:
+    from steamprice.steam import APP_TYPES  # lazy, like the Discord checks
+
+    for name in (
+        "steam_ban_pause_seconds",
+        "steam_retry_base_seconds",
+        "failed_retry_base_seconds",
+        "steam_request_timeout_seconds",
+        "steam_batch_wait_seconds",
+        "schedule_tick_seconds",
+    ):
+        if not getattr(s, name) > 0:
+            raise SettingsError(f"{name.upper()} must be positive")
+    if s.seed_dedupe_seconds < 0:
+        raise SettingsError("SEED_DEDUPE_SECONDS must be 0 or more")
+    if s.discovery_interval_seconds < 0:
+        raise SettingsError("DISCOVERY_INTERVAL_SECONDS must be 0 (off) or more")
+    if not s.steam_app_types:
+        raise SettingsError("STEAM_APP_TYPES must name at least one app type")
+    for app_type in s.steam_app_types:
+        if app_type not in APP_TYPES:
+            raise SettingsError(
+                f"STEAM_APP_TYPES: {app_type!r} is not one of {', '.join(APP_TYPES)}"
+            )
 
 
 def _bool(value: Any) -> bool:
@@ -274,6 +320,23 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "schedule_tick_seconds": get("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds, float),
         "seed_dedupe_seconds": get("SEED_DEDUPE_SECONDS", d.seed_dedupe_seconds, float),
         "max_failures": get("MAX_FAILURES", d.max_failures, int),
+        "steam_ban_pause_seconds": get("STEAM_BAN_PAUSE_SECONDS", d.steam_ban_pause_seconds, float),
+        "steam_retry_base_seconds": get(
+            "STEAM_RETRY_BASE_SECONDS", d.steam_retry_base_seconds, float
+        ),
+        "failed_retry_base_seconds": get(
+            "FAILED_RETRY_BASE_SECONDS", d.failed_retry_base_seconds, float
+        ),
+        "steam_app_types": tuple(
+            t.strip().lower() for t in get("STEAM_APP_TYPES", "game", Csv()) if t.strip()
+        ),
+        "discovery_interval_seconds": get(
+            "DISCOVERY_INTERVAL_SECONDS", d.discovery_interval_seconds, float
+        ),
+        "discovery_track_new_apps": get(
+            "DISCOVERY_TRACK_NEW_APPS", d.discovery_track_new_apps, _bool
+        ),
+        "enable_steamspy": get("ENABLE_STEAMSPY", d.enable_steamspy, _bool),
         "discord_webhook_url": Secret(get("DISCORD_WEBHOOK_URL", "")),
         "enable_discord": get("ENABLE_DISCORD", d.enable_discord, _bool),
         "discord_min_discount": get("DISCORD_MIN_DISCOUNT", d.discord_min_discount, int),

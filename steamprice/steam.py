@@ -17,14 +17,19 @@ class StoreError(Exception):
 
     kinds: ``rate_limited`` (429: pause), ``banned`` (403 page: long pause), ``bad_batch``
     (400 ``null``: batching refused, fall back to single requests), ``server`` (5xx), ``malformed``
-    (truncated or non-JSON body, or JSON of the wrong shape), ``http`` (any other status).
+    (truncated or non-JSON body, or JSON of the wrong shape), ``timeout``, ``network``, ``http``
+    (any other status). ``broken_object`` marks a 200 body that starts like the expected JSON
+    object but does not parse: a cut transfer, or one broken entry that a smaller batch avoids.
     """
 
-    def __init__(self, kind: str, detail: str, status: int = 0) -> None:
+    def __init__(
+        self, kind: str, detail: str, status: int = 0, *, broken_object: bool = False
+    ) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
         self.status = status
+        self.broken_object = broken_object
 
     @property
     def retryable(self) -> bool:
@@ -61,7 +66,10 @@ def split_appdetails(status: int, body: bytes, app_ids: Iterable[int]) -> dict[i
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(
-            "malformed", f"body is not JSON ({exc.__class__.__name__})", status
+            "malformed",
+            f"body is not JSON ({exc.__class__.__name__})",
+            status,
+            broken_object=body.lstrip()[:1] == b"{",
         ) from None
     if not isinstance(doc, dict):
         raise StoreError("malformed", f"expected an object, got {type(doc).__name__}", status)
@@ -131,16 +139,61 @@ def parse_entry(entry_json: str) -> ParsedEntry:
     return ParsedEntry(PRICED, currency.upper(), initial, final, discount)
 
 
+# ``include_*`` option of IStoreService/GetAppList per app type (only games are on by default).
+APP_TYPES = ("game", "dlc", "software", "video", "hardware")
+_INCLUDE = {
+    "game": "include_games",
+    "dlc": "include_dlc",
+    "software": "include_software",
+    "video": "include_videos",
+    "hardware": "include_hardware",
+}
+APP_LIST_PAGE_SIZE = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class AppListEntry:
+    """One app of ``IStoreService/GetAppList``; the two numbers are 0 when Steam omits them."""
+
+    app_id: int
+    name: str = ""
+    last_modified: int = 0
+    price_change_number: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class AppListPage:
-    apps: list[dict[str, Any]]
+    apps: list[AppListEntry]
     last_appid: int | None  # None on the last page
+    skipped: int = 0  # entries without a usable appid
+
+
+def app_list_params(
+    key: str,
+    last_appid: int = 0,
+    *,
+    types: Sequence[str] = ("game",),
+    if_modified_since: int | None = None,
+    max_results: int = APP_LIST_PAGE_SIZE,
+) -> dict[str, str]:
+    """Query of one ``GetAppList`` page; every type is named so Steam's defaults do not matter."""
+    params = {"key": key, "max_results": str(max_results), "last_appid": str(last_appid)}
+    for app_type, option in _INCLUDE.items():
+        params[option] = "true" if app_type in types else "false"
+    if if_modified_since is not None:
+        params["if_modified_since"] = str(max(0, if_modified_since))
+    return params
 
 
 def parse_app_list(status: int, body: bytes) -> AppListPage:
-    """Parse one ``IStoreService/GetAppList/v1`` page (the last one has no ``last_appid``)."""
+    """Parse one ``IStoreService/GetAppList/v1`` page (the last one has no ``last_appid``).
+
+    An empty page is ``{"response":{}}`` (protobuf omits empty fields), so ``apps`` may be absent.
+    """
     if status == 403:
         raise StoreError("banned", "HTTP 403 (missing or wrong STEAM_API_KEY?)", status)
+    if status == 429:
+        raise StoreError("rate_limited", "HTTP 429 (Web API key quota?)", status)
     if status != 200:
         raise StoreError("server" if status >= 500 else "http", f"HTTP {status}", status)
     try:
@@ -151,6 +204,22 @@ def parse_app_list(status: int, body: bytes) -> AppListPage:
             raise TypeError("apps is not a list")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError("malformed", f"unexpected app list shape ({exc})", status) from None
+    entries: list[AppListEntry] = []
+    for app in apps:
+        app_id = _as_int(app.get("appid")) if isinstance(app, dict) else None
+        if app_id is None or not 1 <= app_id <= 2**31 - 1:
+            continue
+        name = app.get("name")
+        entries.append(
+            AppListEntry(
+                app_id,
+                name if isinstance(name, str) else "",
+                _as_int(app.get("last_modified")) or 0,
+                _as_int(app.get("price_change_number")) or 0,
+            )
+        )
     more = response.get("have_more_results") is True
     last = _as_int(response.get("last_appid")) if more else None
-    return AppListPage([a for a in apps if isinstance(a, dict)], last)
+    if more and last is None and entries:
+        last = entries[-1].app_id  # "more" without a cursor: continue after the last app seen
+    return AppListPage(entries, last, skipped=len(apps) - len(entries))

@@ -1,4 +1,24 @@
-"""The Steam store HTTP client: one paced, backing-off session per worker process."""
+"""HTTP to Steam and SteamSpy: one session per worker, each host paced within its limits.
+
+Store ``appdetails`` (per IP: about 200 requests per 5 minutes; 429 ``null`` without
+Retry-After when over it; a 403 "Access Denied" page for hammering IPs):
+
+* requests start no closer than ``60 / STEAM_MAX_REQUESTS_PER_MINUTE`` seconds apart, also after
+  idling (no catch-up bursts);
+* a 429 pauses every store request for ``STEAM_BACKOFF_SECONDS``, doubling with jitter on
+  repeats and reset by the next success; a 403 pauses ``STEAM_BAN_PAUSE_SECONDS`` (doubling, at
+  most 4x) and raises ``steam_store_banned``. Nothing leaves while paused: the pacer holds every
+  caller, and re-checks after waking since a pause may begin while it sleeps;
+* 5xx, timeouts, network errors and truncated or non-JSON bodies are retried with exponential
+  backoff, ``MAX_ATTEMPTS`` in all; the status is checked before the body is trusted;
+* a batch refused with 400 ``null`` (Valve has switched batching off before) is priced one app
+  per request, and so are the following batches for ``SINGLES_PROBE_SECONDS`` before batching is
+  tried again; a batch whose JSON object is persistently broken is bisected to isolate the
+  offending app, so one bad entry costs one app, not a hundred.
+
+SteamSpy is paced to one request per ``STEAMSPY_INTERVAL_SECONDS`` (its limit is 1/s) and the Web
+API's ``GetAppList`` is not paced (it has a daily key quota, not a per-IP rate).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +26,40 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import aiohttp
 from mode import Service
 
 from steamprice.metrics import Metrics
 from steamprice.settings import Settings
-from steamprice.steam import USER_AGENT, StoreError, appdetails_params, split_appdetails
+from steamprice.steam import (
+    USER_AGENT,
+    AppListPage,
+    StoreError,
+    appdetails_params,
+    parse_app_list,
+    split_appdetails,
+)
+from steamprice.steamspy import SpyDetails, SpyError, parse_details
 
 logger = logging.getLogger(__name__)
 
 ENDPOINT = "appdetails"
-# After a 403 "Access Denied" page Steam keeps an IP out for minutes to an hour.
-BAN_PAUSE_SECONDS = 900.0
 MAX_BACKOFF_SECONDS = 900.0
-# Transient failures (5xx, timeouts, truncated bodies) of one request before giving up on it.
+MAX_RETRY_DELAY_SECONDS = 60.0
+# Attempts of one request that fails transiently (5xx, timeout, bad body) before giving up.
 MAX_ATTEMPTS = 4
+# While bisecting a broken batch the fault is known to persist: fewer attempts per half.
+ISOLATE_ATTEMPTS = 2
+# After a 400 on a batch, batches go out one app per request this long, then batching is
+# probed again (one wasted request per probe instead of one per batch).
+SINGLES_PROBE_SECONDS = 600.0
+# SteamSpy allows 1 request per second; 5 % of margin absorbs jitter in arrival times.
+STEAMSPY_INTERVAL_SECONDS = 1.05
+# SteamSpy's answer to a too-fast client is undocumented; a minute's pause is a polite guess.
+STEAMSPY_PAUSE_SECONDS = 60.0
 
 
 class Pacer:
@@ -48,26 +85,38 @@ class Pacer:
                 now = time.monotonic()
                 ready_at = max(self._next_slot, self._paused_until)
                 if now >= ready_at:
+                    # From now, not from the missed slot: an idle pacer never bursts to catch up.
                     self._next_slot = now + self.interval
                     return
                 await asyncio.sleep(ready_at - now)
 
 
+@dataclass
+class FetchResult:
+    """One region's answer for a batch: each app's raw entry, or why it has none."""
+
+    entries: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
 class StoreClient(Service):
-    """Prices batches of apps in one region, within Steam's per-IP limits."""
+    """Prices batches of apps in one region within Steam's per-IP limits; also SteamSpy."""
 
     def __init__(self, settings: Settings, metrics: Metrics, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.metrics = metrics
         self.pacer = Pacer(settings.steam_max_requests_per_minute)
+        self.spy_pacer = Pacer(60.0 / STEAMSPY_INTERVAL_SECONDS)
         self._session: aiohttp.ClientSession | None = None
         self._rate_limit_streak = 0
         self._ban_streak = 0
+        self._singles_until = 0.0
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # No cookies: Steam's store sets some (age gates, sessions); none are wanted back.
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.settings.steam_request_timeout_seconds),
         )
@@ -77,30 +126,42 @@ class StoreClient(Service):
             await self._session.close()
             self._session = None
 
-    async def _get(self, params: dict[str, str]) -> tuple[int, bytes]:
+    async def _get(
+        self, url: str, params: Mapping[str, str], endpoint: str, pacer: Pacer | None
+    ) -> tuple[int, bytes]:
         assert self._session is not None, "StoreClient used before start"
-        await self.pacer.acquire()
-        url = f"{self.settings.steam_store_url}/api/appdetails"
+        if pacer is not None:
+            await pacer.acquire()
         started = time.monotonic()
         try:
             async with self._session.get(url, params=params) as resp:
                 body = await resp.read()
                 status = resp.status
         except TimeoutError:
-            self.metrics.api_requests.labels(ENDPOINT, "timeout").inc()
+            self.metrics.api_requests.labels(endpoint, "timeout").inc()
             raise StoreError("timeout", "request timed out") from None
         except aiohttp.ClientError as exc:
-            self.metrics.api_requests.labels(ENDPOINT, "network").inc()
+            # Only the class name: aiohttp's messages can hold the URL, and the Web API's
+            # URL holds the key.
+            self.metrics.api_requests.labels(endpoint, "network").inc()
             raise StoreError("network", exc.__class__.__name__) from None
         finally:
-            self.metrics.api_response_seconds.labels(ENDPOINT).observe(time.monotonic() - started)
-        self.metrics.api_requests.labels(ENDPOINT, str(status)).inc()
+            self.metrics.api_response_seconds.labels(endpoint).observe(time.monotonic() - started)
+        self.metrics.api_requests.labels(endpoint, str(status)).inc()
         return status, body
+
+    def _retry_delay(self, attempt: int) -> float:
+        base = self.settings.steam_retry_base_seconds * 2 ** (attempt - 1)
+        return float(min(base, MAX_RETRY_DELAY_SECONDS) * random.uniform(1.0, 1.5))
+
+    # -------------------------------------------------------------- store appdetails
 
     def _pause(self, kind: str) -> None:
         if kind == "banned":
             self._ban_streak += 1
-            seconds = min(BAN_PAUSE_SECONDS * 2 ** (self._ban_streak - 1), 4 * BAN_PAUSE_SECONDS)
+            base = self.settings.steam_ban_pause_seconds
+            seconds = min(base * 2 ** (self._ban_streak - 1), 4 * base)
+            self.metrics.store_banned.set(1)
         else:
             self._rate_limit_streak += 1
             base = self.settings.steam_backoff_seconds * 2 ** (self._rate_limit_streak - 1)
@@ -114,46 +175,169 @@ class StoreClient(Service):
             seconds,
         )
 
-    async def fetch_batch(self, app_ids: Sequence[int], cc: str) -> dict[int, str]:
-        """Each app's raw ``appdetails`` entry for region ``cc``.
+    def _on_success(self) -> None:
+        self._rate_limit_streak = 0
+        if self._ban_streak:
+            logger.info("Steam store answers again after a 403 pause")
+        self._ban_streak = 0
+        self.metrics.store_banned.set(0)
+        self.metrics.last_success.labels(ENDPOINT).set(time.time())
 
-        Rate limits and bans pause and retry for as long as it takes (the worker is no use
-        without the store); other failures are retried ``MAX_ATTEMPTS`` times, then raised.
-        A batch refused with 400 falls back to one request per app.
+    async def _request(
+        self, app_ids: Sequence[int], cc: str, attempts_allowed: int = MAX_ATTEMPTS
+    ) -> dict[int, str]:
+        """One ``appdetails`` call with pauses and retries; raises StoreError when it gives up.
+
+        429 and 403 pause and retry for as long as it takes (the worker is no use without the
+        store); other failures are retried ``attempts_allowed`` times in all.
         """
+        url = f"{self.settings.steam_store_url}/api/appdetails"
+        params = appdetails_params(app_ids, cc)
         attempts = 0
         while True:
             try:
-                status, body = await self._get(appdetails_params(app_ids, cc))
+                status, body = await self._get(url, params, ENDPOINT, self.pacer)
                 entries = split_appdetails(status, body, app_ids)
             except StoreError as exc:
                 if exc.kind in ("rate_limited", "banned"):
                     self._pause(exc.kind)
                     continue
-                if exc.kind == "bad_batch" and len(app_ids) > 1:
-                    self.metrics.games_processed.labels("crawl", "batch_refused").inc(len(app_ids))
-                    logger.warning(
-                        "Batch of %d apps refused (400): falling back to single requests",
-                        len(app_ids),
-                    )
-                    return await self._fetch_singly(app_ids, cc)
                 attempts += 1
-                if not exc.retryable or attempts >= MAX_ATTEMPTS:
+                if not exc.retryable or attempts >= attempts_allowed:
                     raise
-                delay = min(2.0**attempts, 60.0) * random.uniform(0.5, 1.0)
+                delay = self._retry_delay(attempts)
                 logger.info("Store request failed (%s), retry %d in %.1f s", exc, attempts, delay)
                 await asyncio.sleep(delay)
                 continue
-            self._rate_limit_streak = 0
-            self._ban_streak = 0
-            self.metrics.last_success.labels(ENDPOINT).set(time.time())
+            self._on_success()
             return entries
 
-    async def _fetch_singly(self, app_ids: Sequence[int], cc: str) -> dict[int, str]:
-        entries: dict[int, str] = {}
+    async def fetch_batch(self, app_ids: Sequence[int], cc: str) -> FetchResult:
+        """Every app's raw ``appdetails`` entry for region ``cc``, or the reason it has none.
+
+        Never raises a StoreError: an app that cannot be priced is in ``errors``.
+        """
+        ids = list(dict.fromkeys(app_ids))
+        if len(ids) > 1 and time.monotonic() < self._singles_until:
+            return await self._fetch_singly(ids, cc)
+        try:
+            return FetchResult(entries=await self._request(ids, cc))
+        except StoreError as exc:
+            if len(ids) > 1 and exc.kind == "bad_batch":
+                self._singles_until = time.monotonic() + SINGLES_PROBE_SECONDS
+                self.metrics.batch_fallbacks.labels("refused").inc()
+                logger.warning(
+                    "Batch of %d apps refused (400): one app per request for the next %.0f s",
+                    len(ids),
+                    SINGLES_PROBE_SECONDS,
+                )
+                return await self._fetch_singly(ids, cc)
+            if len(ids) > 1 and exc.kind == "malformed" and exc.broken_object:
+                self.metrics.batch_fallbacks.labels("isolate").inc()
+                logger.warning(
+                    "Batch of %d apps in %s keeps answering broken JSON (%s): bisecting",
+                    len(ids),
+                    cc,
+                    exc,
+                )
+                return await self._isolate(ids, cc, exc)
+            logger.warning("Pricing %d apps in %s failed: %s", len(ids), cc, exc)
+            return FetchResult(errors=dict.fromkeys(ids, f"{cc}: {exc}"))
+
+    async def _fetch_singly(self, app_ids: Sequence[int], cc: str) -> FetchResult:
+        result = FetchResult()
         for app_id in app_ids:
             try:
-                entries.update(await self.fetch_batch([app_id], cc))
+                result.entries.update(await self._request([app_id], cc))
             except StoreError as exc:
                 logger.warning("App %d in %s cannot be priced: %s", app_id, cc, exc)
-        return entries
+                result.errors[app_id] = f"{cc}: {exc}"
+        return result
+
+    async def _isolate(self, app_ids: list[int], cc: str, exc: StoreError) -> FetchResult:
+        """Halve the batch while exactly one half keeps failing, down to the one bad app.
+
+        If both halves fail, the fault is not one entry: give up on all of them rather than
+        explode into ever smaller requests.
+        """
+        result = FetchResult()
+        suspects = app_ids
+        while len(suspects) > 1:
+            mid = len(suspects) // 2
+            failed: list[tuple[list[int], StoreError]] = []
+            for half in (suspects[:mid], suspects[mid:]):
+                try:
+                    result.entries.update(await self._request(half, cc, ISOLATE_ATTEMPTS))
+                except StoreError as half_exc:
+                    failed.append((half, half_exc))
+            if not failed:
+                return result  # the fault went away
+            if len(failed) == 2 or not failed[0][1].broken_object:
+                for half, error in failed:
+                    result.errors.update(dict.fromkeys(half, f"{cc}: {error}"))
+                return result
+            suspects, exc = failed[0]
+        logger.warning("App %d in %s breaks its batch's JSON: %s", suspects[0], cc, exc)
+        result.errors[suspects[0]] = f"{cc}: entry breaks the JSON answer ({exc})"
+        return result
+
+    # -------------------------------------------------------------- Web API app list
+
+    async def app_list_page(self, params: Mapping[str, str]) -> AppListPage:
+        """One ``IStoreService/GetAppList/v1`` page; 5xx and bad bodies are retried.
+
+        A 403 means a missing or wrong key and is raised at once (retrying will not help).
+        """
+        url = f"{self.settings.steam_api_url}/IStoreService/GetAppList/v1/"
+        attempts = 0
+        while True:
+            try:
+                status, body = await self._get(url, params, "applist", None)
+                page = parse_app_list(status, body)
+            except StoreError as exc:
+                attempts += 1
+                if not exc.retryable or attempts >= MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(self._retry_delay(attempts))
+                continue
+            self.metrics.last_success.labels("applist").set(time.time())
+            return page
+
+    # -------------------------------------------------------------- SteamSpy
+
+    async def steamspy_details(self, app_id: int) -> SpyDetails:
+        """SteamSpy ``appdetails`` of one app, at most one request per second.
+
+        A 429 pauses SteamSpy requests (only) and retries; other failures are retried
+        ``MAX_ATTEMPTS`` times in all, then raised as StoreError.
+        """
+        params = {"request": "appdetails", "appid": str(app_id)}
+        attempts = 0
+        while True:
+            try:
+                status, body = await self._get(
+                    self.settings.steamspy_url, params, "steamspy", self.spy_pacer
+                )
+                if status == 429:
+                    self.spy_pacer.pause(STEAMSPY_PAUSE_SECONDS)
+                    self.metrics.rate_limit_pauses.labels("steamspy", "rate_limited").inc()
+                    logger.warning(
+                        "SteamSpy answered 429: pausing it %.0f s", STEAMSPY_PAUSE_SECONDS
+                    )
+                    continue
+                if status >= 500:
+                    raise StoreError("server", f"HTTP {status}", status)
+                if status != 200:
+                    raise StoreError("http", f"HTTP {status}", status)
+                try:
+                    details = parse_details(app_id, body)
+                except SpyError as spy_exc:
+                    raise StoreError("malformed", str(spy_exc), status) from None
+            except StoreError as exc:
+                attempts += 1
+                if not exc.retryable or attempts >= MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(self._retry_delay(attempts))
+                continue
+            self.metrics.last_success.labels("steamspy").set(time.time())
+            return details

@@ -2,64 +2,133 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from steamprice.app import app, settings
-from steamprice.models import RawPrice, ScheduleCommand
-from steamprice.schedule import FAILED
+from steamprice.models import CrawlRequest, RawPrice, ScheduleCommand
+from steamprice.schedule import FAILED, PRICED
 from steamprice.services import metrics, store
-from steamprice.steam import StoreError
 from steamprice.topics import crawl_requests_topic, prices_raw_topic, schedule_topic
 
 logger = logging.getLogger(__name__)
 
 
+class Batcher:
+    """Batches of events, closed when full or ``wait`` seconds after their *first* event.
+
+    Faust's ``take`` closes batches on a fixed cycle instead, so a burst of requests that
+    straddles a cycle boundary goes out as two requests per region where one would do; with
+    Steam's budget of ~200 requests per 5 minutes, a request is worth waiting a moment for.
+    Events are acked only after their batch is processed (at-least-once), so a crash
+    redelivers them. Stateless, so processing from a second task is safe.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        size: int,
+        wait: float,
+        process: Callable[[Sequence[Any]], Awaitable[None]],
+    ) -> None:
+        self.stream = stream
+        self.size = size
+        self.wait = wait
+        self.process = process
+        self._events: list[Any] = []
+        self._first_at = 0.0
+        # Held while a batch is processed: the stream loop waits (backpressure).
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        flusher = asyncio.ensure_future(self._flush_when_due())
+        try:
+            async for event in self.stream.events():
+                async with self._lock:
+                    if not self._events:
+                        self._first_at = time.monotonic()
+                    self._events.append(event)
+                    if len(self._events) >= self.size:
+                        await self._flush()
+        finally:
+            flusher.cancel()
+
+    async def _flush_when_due(self) -> None:
+        while True:
+            if self._events:
+                delay = self._first_at + self.wait - time.monotonic()
+            else:
+                delay = self.wait
+            await asyncio.sleep(max(delay, 0.005))
+            try:
+                async with self._lock:
+                    if self._events and time.monotonic() - self._first_at >= self.wait:
+                        await self._flush()
+            except Exception:
+                # Like an agent: log, ack and go on rather than stop crawling for good.
+                logger.exception("Crawl batch failed")
+
+    async def _flush(self) -> None:
+        events, self._events = self._events, []
+        try:
+            await self.process([e.value for e in events])
+        finally:
+            for event in events:
+                await self.stream.ack(event)
+
+
+async def crawl_batch(requests: Sequence[CrawlRequest]) -> None:
+    """Price one batch in every region; every app gets ``priced`` or ``failed`` back.
+
+    ``priced`` when every region answered, else ``failed`` with the first region's reason
+    (prices from the regions that did answer still flow on).
+    """
+    # Ids are deduplicated within a batch (the scheduler already does it across batches).
+    app_ids = sorted({r.app_id for r in requests})
+    metrics.batch_size.labels("crawl").observe(len(app_ids))
+    started = time.monotonic()
+    errors: dict[int, str] = {}
+    for cc in settings.steam_countries:
+        fetched_at = datetime.now(UTC)
+        result = await store.fetch_batch(app_ids, cc)
+        for app_id, entry in result.entries.items():
+            await prices_raw_topic.send(
+                key=app_id,
+                value=RawPrice(app_id=app_id, cc=cc, fetched_at=fetched_at, entry=entry),
+            )
+        for app_id, reason in result.errors.items():
+            errors.setdefault(app_id, reason)
+        metrics.kafka_messages.labels("prices-raw", "produced").inc(len(result.entries))
+    done_at = datetime.now(UTC)
+    for app_id in app_ids:
+        why = errors.get(app_id, "")
+        await schedule_topic.send(
+            key=app_id,
+            value=ScheduleCommand(
+                app_id=app_id, op=FAILED if why else PRICED, at=done_at, reason=why
+            ),
+        )
+    metrics.games_processed.labels("crawl", "ok").inc(len(app_ids) - len(errors))
+    metrics.games_processed.labels("crawl", "error").inc(len(errors))
+    metrics.task_duration_seconds.labels("crawl").observe(time.monotonic() - started)
+    logger.info(
+        "Crawled %d apps in %d regions (%d failed) in %.1f s",
+        len(app_ids),
+        len(settings.steam_countries),
+        len(errors),
+        time.monotonic() - started,
+    )
+
+
 @app.agent(crawl_requests_topic, name="crawl")
 async def crawl(stream: Any) -> None:
-    """Stateless, so batching with ``take`` is safe: offsets are acked after each batch."""
+    """Stateless: manual acks after each batch keep it at-least-once."""
     await store.maybe_start()
-    async for requests in stream.take(
-        settings.steam_batch_size, within=settings.steam_batch_wait_seconds
-    ):
-        app_ids = sorted({r.app_id for r in requests})
-        metrics.batch_size.labels("crawl").observe(len(app_ids))
-        started = time.monotonic()
-        missing: dict[int, str] = {}
-        for cc in settings.steam_countries:
-            fetched_at = datetime.now(UTC)
-            try:
-                entries = await store.fetch_batch(app_ids, cc)
-            except StoreError as exc:
-                logger.warning("Pricing %d apps in %s failed: %s", len(app_ids), cc, exc)
-                entries = {}
-                reason = f"{cc}: {exc}"
-            else:
-                reason = f"{cc}: no answer for this app"
-            for app_id in app_ids:
-                entry = entries.get(app_id)
-                if entry is None:
-                    missing.setdefault(app_id, reason)
-                    continue
-                await prices_raw_topic.send(
-                    key=app_id,
-                    value=RawPrice(app_id=app_id, cc=cc, fetched_at=fetched_at, entry=entry),
-                )
-            metrics.kafka_messages.labels("prices-raw", "produced").inc(len(entries))
-        for app_id, why in missing.items():
-            await schedule_topic.send(
-                key=app_id,
-                value=ScheduleCommand(app_id=app_id, op=FAILED, at=datetime.now(UTC), reason=why),
-            )
-        metrics.games_processed.labels("crawl", "ok").inc(len(app_ids) - len(missing))
-        metrics.games_processed.labels("crawl", "error").inc(len(missing))
-        metrics.task_duration_seconds.labels("crawl").observe(time.monotonic() - started)
-        logger.info(
-            "Crawled %d apps in %d regions (%d failed) in %.1f s",
-            len(app_ids),
-            len(settings.steam_countries),
-            len(missing),
-            time.monotonic() - started,
-        )
+    batcher = Batcher(
+        stream.noack(), settings.steam_batch_size, settings.steam_batch_wait_seconds, crawl_batch
+    )
+    await batcher.run()

@@ -10,7 +10,9 @@ from steamprice.steam import (
     NO_PRICE,
     PRICED,
     UNKNOWN,
+    AppListEntry,
     StoreError,
+    app_list_params,
     appdetails_params,
     parse_app_list,
     parse_entry,
@@ -156,7 +158,10 @@ def test_app_list_pages() -> None:
         indent=2,
     ).encode()
     page = parse_app_list(200, first)
-    assert [a["appid"] for a in page.apps] == [10, 20]
+    assert page.apps == [
+        AppListEntry(10, "Counter-Strike", 1602535893, 15351989),
+        AppListEntry(20, "Team Fortress Classic", 1579634708, 15351989),
+    ]
     assert page.last_appid == 20
     last = b'{"response":{"apps":[{"appid":2156880,"name":"x","last_modified":1,"price_change_number":0}]}}'
     assert parse_app_list(200, last).last_appid is None
@@ -168,3 +173,57 @@ def test_app_list_without_key_is_a_clear_error() -> None:
     assert "STEAM_API_KEY" in str(err.value)
     with pytest.raises(StoreError):
         parse_app_list(200, b'{"nothing":1}')
+
+
+def test_app_list_tolerates_empty_pages_odd_entries_and_a_missing_cursor() -> None:
+    # protobuf omits empty fields: a page without apps is {"response":{}}.
+    empty = parse_app_list(200, b'{"response":{}}')
+    assert empty.apps == [] and empty.last_appid is None
+    odd = parse_app_list(
+        200,
+        b'{"response":{"apps":[{"appid":"x"},{"name":"no id"},5,{"appid":-3},'
+        b'{"appid":30}],"have_more_results":true}}',
+    )
+    assert [a.app_id for a in odd.apps] == [30] and odd.skipped == 4
+    assert odd.apps[0] == AppListEntry(30, "", 0, 0)
+    # "more" without last_appid: continue after the last app seen rather than stop or loop.
+    assert odd.last_appid == 30
+
+
+def test_app_list_params_name_every_type_and_the_change_window() -> None:
+    params = app_list_params("k", 496120, types=("game", "dlc"), if_modified_since=1700000000)
+    assert params == {
+        "key": "k",
+        "max_results": "50000",
+        "last_appid": "496120",
+        "include_games": "true",
+        "include_dlc": "true",
+        "include_software": "false",
+        "include_videos": "false",
+        "include_hardware": "false",
+        "if_modified_since": "1700000000",
+    }
+    assert "if_modified_since" not in app_list_params("k")
+
+
+def test_a_cut_json_object_is_told_apart_from_an_html_page() -> None:
+    with pytest.raises(StoreError) as cut:
+        split_appdetails(200, b'{"10":{"success":true,"da', [10])
+    assert cut.value.kind == "malformed" and cut.value.broken_object
+    with pytest.raises(StoreError) as page:
+        split_appdetails(200, b"<html><body>Sorry!</body></html>", [10])
+    assert page.value.kind == "malformed" and not page.value.broken_object
+
+
+def test_one_odd_entry_never_spoils_the_batch() -> None:
+    body = (
+        b'{"10":{"success":true,"data":"oops"},"20":{"success":true,"data":[]},'
+        b'"30":{"success":true,"data":{"price_overview":{"currency":"USD","initial":999,'
+        b'"final":499,"discount_percent":50}}},"40":{"success":false},"50":null}'
+    )
+    entries = split_appdetails(200, body, [10, 20, 30, 40, 50])
+    parsed = {a: parse_entry(e) for a, e in entries.items()}
+    assert parsed[10].status == UNKNOWN and parsed[10].problem
+    assert parsed[20].status == NO_PRICE
+    assert (parsed[30].status, parsed[30].final) == (PRICED, 499)
+    assert parsed[40].status == UNKNOWN and parsed[50].status == UNKNOWN
