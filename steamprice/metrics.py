@@ -35,6 +35,11 @@ class Metrics:
     discord_rate_limited: Counter  # steam_discord_rate_limited_total{scope}
     discord_messages: Counter  # steam_discord_messages_total{format}
     last_success: Gauge  # steam_last_success_timestamp_seconds{endpoint}
+    # Observability (web.py's collector and status gauges).
+    consumer_lag: Gauge  # steam_consumer_lag_messages{topic}
+    table_keys: Gauge  # steam_table_keys{table}
+    worker_start_time: Gauge  # steam_worker_start_time_seconds
+    discord_webhook_configured: Gauge  # steam_discord_webhook_configured
     batch_fallbacks: Counter  # steam_batch_fallbacks_total{reason}
     store_banned: Gauge  # steam_store_banned
 
@@ -145,6 +150,30 @@ class Metrics:
                 "steam_last_success_timestamp_seconds",
                 "Unix time of the last successful request",
                 ["endpoint"],
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "steam_consumer_lag_messages",
+                "Messages not yet processed (end offset - committed offset) in this worker's"
+                " partitions, by topic without the APP_ID prefix",
+                ["topic"],
+                registry=r,
+            ),
+            table_keys=Gauge(
+                "steam_table_keys",
+                "Keys in this worker's active partitions of a table (RocksDB estimate: keys"
+                " overwritten since the last compaction may count twice)",
+                ["table"],
+                registry=r,
+            ),
+            worker_start_time=Gauge(
+                "steam_worker_start_time_seconds",
+                "Unix time this worker started (alerts fall back to it before a first success)",
+                registry=r,
+            ),
+            discord_webhook_configured=Gauge(
+                "steam_discord_webhook_configured",
+                "1 when DISCORD_WEBHOOK_URL is set and ENABLE_DISCORD is on",
                 registry=r,
             ),
             batch_fallbacks=Counter(

@@ -1,7 +1,11 @@
-"""Web endpoints beside Faust's stats page: /metrics, /health; and the pipeline status gauge."""
+"""Web endpoints beside Faust's stats page (/metrics, /health) and the worker's own gauges.
+
+Every page is read-only (GET) and shows no setting: secrets never reach the web server.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,9 +14,14 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from mode import Service
 
 from steamprice.app import app, settings
+from steamprice.report import consumer_lag, short_topic
 from steamprice.services import metrics, notifier
 
+logger = logging.getLogger(__name__)
+
 STARTED_AT = time.time()
+# How often consumer lag and table sizes are measured: one ListOffsets request per round.
+COLLECT_SECONDS = 5.0
 
 if settings.enable_metrics:
     # Faust's own sensor metrics join ours on the same registry and the same /metrics page.
@@ -25,13 +34,79 @@ class PipelineStatus(Service):
     """``steam_pipeline_status{pipeline="worker"}``: 1 while the worker runs, 0 once stopped."""
 
     async def on_started(self) -> None:
+        metrics.worker_start_time.set(STARTED_AT)
+        metrics.discord_webhook_configured.set(1 if settings.discord_enabled else 0)
+        # Alerts take increase() of these: a series born at its first value would hide that
+        # first pause (a 15-minute ban is exactly one increment), so they start at 0.
+        for reason in ("rate_limited", "banned"):
+            metrics.rate_limit_pauses.labels("appdetails", reason)
+        metrics.rate_limit_pause_seconds.labels("appdetails")
         metrics.pipeline_status.labels("worker").set(1)
 
     async def on_stop(self) -> None:
         metrics.pipeline_status.labels("worker").set(0)
 
 
+class Collector(Service):
+    """Consumer lag and table sizes, measured every few seconds (no per-message cost)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lag: dict[str, int] = {}
+        self._last_error = ""
+
+    @Service.timer(COLLECT_SECONDS)
+    async def _collect(self) -> None:
+        if app.rebalancing:
+            return  # the assignment is moving; the next round measures the new one
+        try:
+            await self._measure_lag()
+            self._measure_tables()
+        except Exception as exc:
+            # Once per distinct error: a broker outage must not fill the log every 5 s.
+            text = f"{exc.__class__.__name__}: {exc}"
+            if text != self._last_error:
+                logger.warning("Consumer lag and table sizes not measured: %s", text)
+            self._last_error = text
+        else:
+            self._last_error = ""
+
+    async def _measure_lag(self) -> None:
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if short_topic(tp.topic, settings.app_id)]
+        if not tps:
+            self.lag = {}
+            metrics.consumer_lag.clear()
+            return
+        ends = await consumer.highwaters(*tps)
+        # Faust keeps what it committed (and what it found committed at assignment) here;
+        # the public monitor only learns offsets this process commits itself.
+        known: Any = getattr(consumer, "_committed_offset", {})
+        committed = {tp: known.get(tp) for tp in tps}
+        unknown = [tp for tp, offset in committed.items() if offset is None]
+        earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
+        self.lag = consumer_lag(settings.app_id, ends, committed, earliest)
+        # Replaced as a whole, so a topic whose partitions moved away stops being reported.
+        metrics.consumer_lag.clear()
+        for topic, behind in self.lag.items():
+            metrics.consumer_lag.labels(topic).set(behind)
+
+    def _measure_tables(self) -> None:
+        for table in app.tables.values():
+            metrics.table_keys.labels(table.name).set(_table_keys(table))
+
+
+def _table_keys(table: Any) -> int:
+    """Keys in the active partitions held here; O(1) per partition with RocksDB."""
+    dbs = getattr(table.data, "_dbs_for_actives", None)
+    if dbs is None:  # the memory store (tests): counting is cheap there
+        return len(table)
+    return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs())
+
+
+collector = Collector()
 app.service(PipelineStatus)
+app.service(collector)  # type: ignore[arg-type]
 
 
 @app.page("/health")
@@ -44,12 +119,15 @@ class Health(web.View):
             assignment = app.consumer.assignment()
         except Exception:
             assignment = set()
-        consuming = bool(assignment) and not app.rebalancing
+        recovering = bool(getattr(app, "in_recovery", False))
+        consuming = bool(assignment) and not app.rebalancing and not recovering
         body = {
             "status": "ok" if consuming else "starting",
             "consuming": consuming,
             "rebalancing": bool(app.rebalancing),
+            "recovering": recovering,
             "assigned_partitions": len(assignment),
+            "consumer_lag_messages": sum(collector.lag.values()),
             "uptime_seconds": round(time.time() - STARTED_AT, 1),
             "discord": "disabled: " + notifier.disabled_reason
             if notifier.disabled_reason

@@ -1,0 +1,293 @@
+"""Pure parts of observability: consumer lag, the ``steamprice status`` report and its text.
+
+Nothing here talks to Kafka, MySQL or HTTP: the worker's collector (``web.py``) and the status
+command (``status.py``) gather the facts and hand them over, so the arithmetic and the wording
+are tested without a broker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+# A topic partition: Faust's ``TP`` and aiokafka's ``TopicPartition`` are both such tuples.
+P = TypeVar("P", bound=tuple[str, int])
+
+# At most this many failed app ids are listed (the count is always exact).
+MAX_LISTED_FAILED = 20
+
+
+def short_topic(topic: str, app_id: str) -> str | None:
+    """``<APP_ID>.prices-raw`` -> ``prices-raw``; None for other topics (changelogs, foreign).
+
+    Keeps the lag metric's ``topic`` label bounded to the pipeline's own few topics.
+    """
+    prefix = f"{app_id}."
+    return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+
+def consumer_lag(
+    app_id: str,
+    end_offsets: Mapping[P, int],
+    committed: Mapping[P, int | None],
+    earliest: Mapping[P, int],
+) -> dict[str, int]:
+    """Messages not yet processed per topic: end offset minus committed offset, summed.
+
+    A partition with no committed offset yet is behind by everything still in it (from its
+    earliest offset). Changelog topics are left out: Faust keeps their progress in the table
+    store, not in committed offsets, so ``end - committed`` would mean nothing there.
+    """
+    lag: dict[str, int] = {}
+    for tp, end in end_offsets.items():
+        topic = short_topic(tp[0], app_id)
+        if topic is None:
+            continue
+        done = committed.get(tp)
+        if done is None:
+            done = earliest.get(tp, 0)
+        lag[topic] = lag.get(topic, 0) + max(0, end - done)
+    return lag
+
+
+class TrackedApp(Protocol):
+    """What the report needs of an ``AppState`` (see models.py)."""
+
+    app_id: int
+    next_due: datetime
+    failed: bool
+
+
+@dataclass(frozen=True)
+class AppCounts:
+    tracked: int
+    due: int
+    failed: int
+    failed_app_ids: list[int]
+
+
+def count_apps(states: Iterable[TrackedApp], now: datetime) -> AppCounts:
+    """Tracked, due (not failed and its time has come) and failed apps."""
+    tracked = due = 0
+    failed: list[int] = []
+    for state in states:
+        tracked += 1
+        if state.failed:
+            failed.append(state.app_id)
+        elif state.next_due <= now:
+            due += 1
+    failed.sort()
+    return AppCounts(tracked, due, len(failed), failed[:MAX_LISTED_FAILED])
+
+
+@dataclass(frozen=True)
+class RegionRows:
+    """``price_current`` of one region: rows, rows observed within the recrawl interval."""
+
+    cc: str
+    rows: int
+    fresh: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+def sweep_progress(
+    regions: Sequence[str], rows: Sequence[RegionRows], active_apps: int | None
+) -> list[dict[str, Any]]:
+    """Per region: how much of the current sweep is done.
+
+    An app counts as swept in a region when its price there was observed within the recrawl
+    interval; ``progress`` is that over the apps being crawled (tracked and not failed), capped
+    at 1 (a failed app may still have a fresh row). Configured regions come first, then any
+    region the table still holds from an earlier configuration.
+    """
+    by_cc = {r.cc: r for r in rows}
+    order = list(dict.fromkeys([*regions, *sorted(by_cc)]))
+    out = []
+    for cc in order:
+        r = by_cc.get(cc, RegionRows(cc, 0, 0, None, None))
+        progress = None
+        if active_apps:
+            progress = round(min(1.0, r.fresh / active_apps), 4)
+        elif active_apps == 0:
+            progress = 1.0
+        out.append(
+            {
+                "cc": cc,
+                "configured": cc in regions,
+                "rows": r.rows,
+                "swept": r.fresh,
+                "progress": progress,
+                "oldest_observed_at": iso_utc(r.oldest),
+                "newest_observed_at": iso_utc(r.newest),
+            }
+        )
+    return out
+
+
+@dataclass
+class WorkerFacts:
+    """What a worker's ``/metrics`` says that the status report shows."""
+
+    last_success: dict[str, float] = field(default_factory=dict)
+    consumer_lag: dict[str, float] = field(default_factory=dict)
+    webhook_enabled: float | None = None
+    webhook_configured: float | None = None
+    pipeline_status: float | None = None
+
+
+def parse_worker_metrics(text: str) -> WorkerFacts:
+    """Pick the status-relevant samples out of a Prometheus text exposition."""
+    facts = WorkerFacts()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if math.isnan(value):
+                continue
+            if name == "steam_last_success_timestamp_seconds" and "endpoint" in labels:
+                facts.last_success[labels["endpoint"]] = value
+            elif name == "steam_consumer_lag_messages" and "topic" in labels:
+                facts.consumer_lag[labels["topic"]] = value
+            elif name == "steam_discord_webhook_enabled":
+                facts.webhook_enabled = value
+            elif name == "steam_discord_webhook_configured":
+                facts.webhook_configured = value
+            elif name == "steam_pipeline_status" and labels.get("pipeline") == "worker":
+                facts.pipeline_status = value
+    return facts
+
+
+def last_success_report(stamps: Mapping[str, float], now: datetime) -> dict[str, dict[str, Any]]:
+    return {
+        endpoint: {
+            "at": iso_utc(datetime.fromtimestamp(ts, UTC)),
+            "age_seconds": round(max(0.0, now.timestamp() - ts), 1),
+        }
+        for endpoint, ts in sorted(stamps.items())
+        if ts > 0
+    }
+
+
+def discord_state(
+    configured: bool, webhook_enabled: float | None, health_discord: str | None
+) -> str:
+    """One word (plus a reason) for the webhook: off, on, disabled: ..., or unknown."""
+    if health_discord and health_discord.startswith("disabled"):
+        return health_discord
+    if not configured:
+        return "off"
+    if webhook_enabled is None:
+        return "unknown (worker not reachable)"
+    return "on" if webhook_enabled >= 1 else "disabled"
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def human_age(seconds: float | None) -> str:
+    """``42 s``, ``3 min``, ``5 h 02 min``, ``2 d 03 h``."""
+    if seconds is None:
+        return "never"
+    s = int(max(0.0, seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600:02d} h"
+
+
+def _age_of(iso: str | None, now: datetime) -> str:
+    if iso is None:
+        return "never"
+    return human_age(now.timestamp() - datetime.fromisoformat(iso).timestamp()) + " ago"
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The status report as text for a terminal (``--json`` prints the mapping itself)."""
+    now = datetime.fromisoformat(report["generated_at"])
+    lines = [f"steamprice status of {report['app_id']} at {now:%Y-%m-%d %H:%M:%S} UTC", ""]
+
+    apps = report.get("apps")
+    if apps is None:
+        lines.append("Apps          unknown (Kafka not readable)")
+    else:
+        ids = ""
+        if apps["failed_app_ids"]:
+            more = ", ..." if apps["failed"] > len(apps["failed_app_ids"]) else ""
+            ids = " (" + ", ".join(str(a) for a in apps["failed_app_ids"]) + more + ")"
+        lines.append(
+            f"Apps          {apps['tracked']:,} tracked, {apps['due']:,} due now,"
+            f" {apps['failed']:,} failed{ids}"
+        )
+
+    interval = human_age(report["recrawl_interval_seconds"])
+    lines.append(f"Sweep         share of apps priced within the recrawl interval ({interval})")
+    regions = report.get("regions")
+    if regions is None:
+        lines.append("              unknown (MySQL not readable)")
+    else:
+        for r in regions:
+            share = "   n/a" if r["progress"] is None else f"{r['progress'] * 100:5.1f}%"
+            note = "" if r["configured"] else "  (not in STEAM_COUNTRIES)"
+            lines.append(
+                f"  {r['cc']:<4} {share}  {r['swept']:>9,} swept  {r['rows']:>9,} rows"
+                f"  oldest price {_age_of(r['oldest_observed_at'], now)}{note}"
+            )
+
+    lines.append("Last success  per endpoint, from the worker's /metrics")
+    success = report.get("last_success")
+    if success is None:
+        lines.append("              unknown (worker not reachable)")
+    elif not success:
+        lines.append("              none since the worker started")
+    else:
+        for endpoint, s in success.items():
+            lines.append(f"  {endpoint:<12} {human_age(s['age_seconds'])} ago ({s['at']})")
+
+    worker = report["worker"]
+    if worker["url"] is None:
+        lines.append("Worker        not asked (no --worker-url)")
+    elif not worker["reachable"]:
+        lines.append(f"Worker        {worker['url']}: not reachable")
+    else:
+        state = "consuming" if worker.get("consuming") else "NOT consuming"
+        lag = worker.get("consumer_lag") or {}
+        behind = ", ".join(f"{t} {int(n):,}" for t, n in sorted(lag.items()) if n) or "none"
+        lines.append(
+            f"Worker        {worker['url']}: {state}, "
+            f"{worker.get('assigned_partitions', 0)} partitions, lag: {behind}"
+        )
+
+    discord = report["discord"]
+    lines.append(f"Discord       webhook {discord['state']}")
+    deliveries = discord.get("deliveries")
+    if deliveries is None:
+        lines.append("              deliveries unknown (MySQL not readable)")
+    else:
+        counts = ", ".join(f"{n:,} {s}" for s, n in sorted(deliveries.items())) or "none yet"
+        last = _age_of(discord.get("last_delivered_at"), now)
+        lines.append(f"              deliveries: {counts}; last sent {last}")
+    for hook in discord.get("disabled_webhooks") or []:
+        lines.append(f"              disabled webhook: {hook['reason']} at {hook['at']}")
+
+    problems = report.get("problems") or []
+    lines.append("")
+    lines.append("Problems      " + ("none" if not problems else problems[0]))
+    lines.extend(f"              {p}" for p in problems[1:])
+    return "\n".join(lines)
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC; a naive datetime is taken as UTC (MySQL DATETIME columns hold UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
