@@ -49,6 +49,8 @@ CONTRACT_METRICS = {
     "steam_queue_size",
 }
 INTERPOLATION_RE = re.compile(r"^\$\{(\w+):-(.*)\}$")
+# Series Prometheus itself makes (the dashboard's "Firing alerts" counts ALERTS).
+PROMETHEUS_SERIES = {"ALERTS", "ALERTS_FOR_STATE", "up"}
 
 
 def load_yaml(path: Path) -> Any:
@@ -409,6 +411,102 @@ def test_dashboards_and_alerts_only_query_metrics_that_exist() -> None:
         for expr in exprs:
             names = promql_metric_names(expr)
             queried |= names
-            unknown = {n for n in names if n not in known and not n.startswith("faust_")}
+            unknown = {
+                n
+                for n in names
+                if n not in known and n not in PROMETHEUS_SERIES and not n.startswith("faust_")
+            }
             assert not unknown, f"{source}: {expr}"
     assert queried & known
+
+
+# --- the operations dashboard --------------------------------------------------------------
+
+# What the dashboard must answer (issue 7), as panel titles.
+REQUIRED_PANELS = {
+    "Pipeline status",
+    "Games processed by task and status",
+    "Store API success rate",
+    "HTTP response time p95",
+    "Kafka messages by topic",
+    "Task duration p95",
+    "Queue sizes",
+    "Consumer lag by topic",
+    "Rate-limit pauses",
+    "Discord deliveries by status",
+    "Discord 429s",
+}
+GRAFANA_VARIABLE_RE = re.compile(r"\$\{?(__\w+)\}?")
+
+
+def grafana_expr(expr: str, interval: float, scrape: float, range_: float = 3600.0) -> str:
+    """A panel query with Grafana's global variables replaced the way Grafana does.
+
+    ``$__rate_interval`` is max($__interval + scrape interval, 4 x scrape interval), so that a
+    rate always spans at least four scrapes.
+    """
+    values = {
+        "__interval": f"{interval:g}s",
+        "__rate_interval": f"{max(interval + scrape, 4 * scrape):g}s",
+        "__range": f"{range_:g}s",
+    }
+
+    def replace(match: re.Match[str]) -> str:
+        assert match.group(1) in values, f"unsupported Grafana variable in {expr!r}"
+        return values[match.group(1)]
+
+    return GRAFANA_VARIABLE_RE.sub(replace, expr)
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(panel title, refId, expr)`` of every Prometheus query of a dashboard."""
+    return [
+        (p["title"], t["refId"], t["expr"])
+        for p in all_panels(dashboard)
+        for t in p.get("targets", [])
+        if "expr" in t
+    ]
+
+
+def operations_dashboard() -> dict[str, Any]:
+    path = GRAFANA_DIR / "dashboards" / "steamprice-operations.json"
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_operations_dashboard_answers_the_operators_questions() -> None:
+    panels = all_panels(operations_dashboard())
+    titles = [p["title"] for p in panels]
+    assert len(set(titles)) == len(titles), "panel titles are how the README refers to panels"
+    assert REQUIRED_PANELS <= set(titles), REQUIRED_PANELS - set(titles)
+    for panel in panels:
+        assert panel.get("targets"), panel["title"]
+        assert {t["refId"] for t in panel["targets"]} == {
+            chr(65 + i) for i in range(len(panel["targets"]))
+        }, panel["title"]
+
+
+def test_dashboard_rates_follow_the_zoom() -> None:
+    # A hard-coded [5m] hides bursts when zoomed in and breaks with a slower scrape interval.
+    for title, _, expr in panel_queries(operations_dashboard()):
+        for window in re.findall(r"\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", f"{title}: {expr}"
+
+
+def test_grafana_variables_are_substituted_like_grafana() -> None:
+    expr = "rate(a[$__rate_interval]) + rate(b[${__interval}])"
+    assert grafana_expr(expr, interval=15, scrape=5) == "rate(a[20s]) + rate(b[15s])"
+    assert grafana_expr(expr, interval=1, scrape=5) == "rate(a[20s]) + rate(b[1s])"
+    with pytest.raises(AssertionError):
+        grafana_expr("rate(a[$__unknown])", interval=1, scrape=1)
+
+
+def test_readme_describes_every_panel_and_alert() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Observability", 1)[1].split("\n## ", 1)[0]
+    for title in (p["title"] for p in all_panels(operations_dashboard())):
+        assert f"**{title}**" in section, title
+    for rule in (r for g in load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"] for r in g["rules"]):
+        assert f"`{rule['alert']}`" in section, rule["alert"]
+    for family in Metrics.create().registry.collect():
+        shown = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"`{shown}" in section, f"README's metric list lacks {shown}"
