@@ -20,6 +20,7 @@ AGENT_MODULES = [
     "steamprice.sinks.discord",
     "steamprice.web",
     "steamprice.cli",
+    "steamprice.status",
 ]
 
 

@@ -1,0 +1,218 @@
+"""``steamprice status``: what the pipeline is doing, from Kafka, MySQL and a worker's /metrics.
+
+Each source is read independently and with a deadline: one that cannot be read is reported as
+a problem (and makes the exit status 1) while the others are still shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+import aiomysql
+import pymysql
+from faust.cli import AppCommand, option
+
+from steamprice.app import app, settings
+from steamprice.database import connect_kwargs, describe_error
+from steamprice.models import AppState
+from steamprice.report import (
+    RegionRows,
+    WorkerFacts,
+    count_apps,
+    discord_state,
+    iso_utc,
+    last_success_report,
+    parse_worker_metrics,
+    render,
+    sweep_progress,
+)
+from steamprice.tables import app_state_table
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REGIONS = (
+    "SELECT cc, COUNT(*), SUM(observed_at >= %s), MIN(observed_at), MAX(observed_at)"
+    " FROM price_current GROUP BY cc"
+)
+DELIVERIES = "SELECT status, COUNT(*), MAX(delivered_at) FROM discord_deliveries GROUP BY status"
+DISABLED_WEBHOOKS = (
+    "SELECT disabled_reason, disabled_at FROM discord_webhooks ORDER BY disabled_at DESC LIMIT 5"
+)
+NO_SUCH_TABLE = 1146
+
+
+def default_worker_url() -> str:
+    """This machine's worker: WEB_PORT on loopback unless WEB_HOST names one address."""
+    host = settings.web_host if settings.web_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.web_port}"
+
+
+def _bootstrap_servers() -> str:
+    return ",".join(u.split("://", 1)[-1] for u in settings.kafka_broker.split(";"))
+
+
+async def read_app_states() -> list[AppState]:
+    """The latest value of every key of the app-state table, from its changelog topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap_servers(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = app_state_table.changelog_topic.get_topic_name()
+        # consumer.partitions_for_topic() only knows topics the client happened to load; ask.
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            return []  # no worker has written the table yet: nothing is tracked
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        latest: dict[int, bytes | None] = {}
+        for tp in tps:
+            while await consumer.position(tp) < end[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for records in batch.values():
+                    for r in records:
+                        if r.key is not None:
+                            latest[json.loads(r.key)] = r.value
+        return [AppState.loads(v) for v in latest.values() if v]  # None: a deleted key
+    finally:
+        await consumer.stop()
+
+
+async def read_mysql(interval: timedelta) -> dict[str, Any]:
+    """``price_current`` per region and the Discord ledger, in one short connection."""
+    conn = await aiomysql.connect(**connect_kwargs(settings), autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            cutoff = datetime.now(UTC).replace(tzinfo=None) - interval
+            await cur.execute(REGIONS, (cutoff,))
+            regions = [
+                RegionRows(str(cc), int(n), int(fresh or 0), oldest, newest)
+                for cc, n, fresh, oldest, newest in await cur.fetchall()
+            ]
+            await cur.execute(DELIVERIES)
+            deliveries = {str(s): (int(n), last) for s, n, last in await cur.fetchall()}
+            disabled: list[dict[str, Any]] = []
+            try:
+                await cur.execute(DISABLED_WEBHOOKS)
+                disabled = [
+                    {"reason": str(reason), "at": iso_utc(at)}
+                    for reason, at in await cur.fetchall()
+                ]
+            except pymysql.err.ProgrammingError as exc:
+                if exc.args[0] != NO_SUCH_TABLE:  # older schema: no such ledger yet
+                    raise
+        return {"regions": regions, "deliveries": deliveries, "disabled_webhooks": disabled}
+    finally:
+        conn.close()
+
+
+async def read_worker(url: str, seconds: float) -> tuple[dict[str, Any], WorkerFacts]:
+    """The worker's /health (a 503 still has a body) and the facts of its /metrics."""
+    client_timeout = aiohttp.ClientTimeout(total=seconds)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        async with session.get(f"{url}/health") as resp:
+            health = dict(await resp.json(content_type=None))
+        async with session.get(f"{url}/metrics") as resp:
+            resp.raise_for_status()
+            facts = parse_worker_metrics(await resp.text())
+    return health, facts
+
+
+async def _attempt(what: str, work: Awaitable[T], seconds: float, problems: list[str]) -> T | None:
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        problems.append(f"{what}: no answer within {seconds:.0f} s")
+    except Exception as exc:
+        problems.append(f"{what}: {describe_error(exc)}")
+    return None
+
+
+async def build_report(worker_url: str | None, seconds: float) -> dict[str, Any]:
+    """Gather every source concurrently and assemble the JSON-able report."""
+    now = datetime.now(UTC)
+    interval = timedelta(seconds=settings.recrawl_interval_seconds)
+    problems: list[str] = []
+
+    async def no_worker() -> None:
+        return None
+
+    states, db, worker = await asyncio.gather(
+        _attempt("kafka", read_app_states(), seconds, problems),
+        _attempt("mysql", read_mysql(interval), seconds, problems),
+        _attempt("worker", read_worker(worker_url, seconds), seconds, problems)
+        if worker_url
+        else no_worker(),
+    )
+    counts = count_apps(states, now) if states is not None else None
+    health, facts = worker if worker is not None else ({}, None)
+
+    active = counts.tracked - counts.failed if counts is not None else None
+    deliveries = db["deliveries"] if db is not None else None
+    sent_at = [last for status, (_, last) in (deliveries or {}).items() if status == "sent"]
+    return {
+        "app_id": settings.app_id,
+        "generated_at": now.isoformat(),
+        "recrawl_interval_seconds": settings.recrawl_interval_seconds,
+        "apps": asdict(counts) if counts is not None else None,
+        "regions": sweep_progress(settings.steam_countries, db["regions"], active)
+        if db is not None
+        else None,
+        "last_success": last_success_report(facts.last_success, now) if facts else None,
+        "worker": {
+            "url": worker_url or None,
+            "reachable": facts is not None,
+            "consuming": health.get("consuming"),
+            "assigned_partitions": health.get("assigned_partitions"),
+            "consumer_lag": facts.consumer_lag if facts else None,
+        },
+        "discord": {
+            "configured": settings.discord_enabled,
+            "state": discord_state(
+                settings.discord_enabled,
+                facts.webhook_enabled if facts else None,
+                health.get("discord"),
+            ),
+            "deliveries": {s: n for s, (n, _) in deliveries.items()}
+            if deliveries is not None
+            else None,
+            "last_delivered_at": iso_utc(sent_at[0]) if sent_at else None,
+            "disabled_webhooks": db["disabled_webhooks"] if db is not None else None,
+        },
+        "problems": problems,
+    }
+
+
+@app.command(
+    option("--json", "as_json", is_flag=True, default=False, help="Print JSON (for scripts)."),
+    option(
+        "--worker-url",
+        type=str,
+        default=None,
+        help="A worker's web server for /metrics and /health (default: this machine's "
+        "WEB_PORT; '' to skip).",
+    ),
+    option(
+        "--timeout", "seconds", type=float, default=20.0, help="Seconds allowed for each source."
+    ),
+)
+async def status(self: AppCommand, as_json: bool, worker_url: str | None, seconds: float) -> None:
+    """Tracked, due and failed apps, sweep progress, last successes, Discord (exit 1: partial)."""
+    url = default_worker_url() if worker_url is None else worker_url.rstrip("/")
+    report = await build_report(url or None, seconds)
+    self.say(
+        json.dumps(report, indent=2, sort_keys=True) if as_json or self.json else render(report)
+    )
+    if report["problems"]:
+        raise SystemExit(1)
