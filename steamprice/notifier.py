@@ -144,6 +144,8 @@ class DiscordNotifier(Service):
         )
         self._session: aiohttp.ClientSession | None = None
         self._lock_conn: aiomysql.Connection | None = None
+        # Whether this sender settled the rows a previous one left in flight (see _take_over).
+        self._taken_over = False
         self._wake = asyncio.Event()
         self._not_before = 0.0  # monotonic time before which no request may leave
         self._backoff = FIRST_BACKOFF_SECONDS
@@ -271,7 +273,9 @@ class DiscordNotifier(Service):
                     await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (name,))
                     (mine,) = await cur.fetchone()
                 if mine:
-                    return True
+                    if not self._taken_over:  # a first attempt failed half-way: finish it
+                        await self._take_over()
+                    return self.enabled
             except TRANSIENT_ERRORS as exc:
                 logger.warning("Discord sender lock lost (%s)", describe_error(exc))
             await self._release_lock()
@@ -291,6 +295,7 @@ class DiscordNotifier(Service):
             return False
         self._lock_conn = conn
         self.leader = True
+        self._taken_over = False
         logger.info("This worker is now the Discord sender")
         await self._take_over()
         return self.enabled
@@ -321,8 +326,9 @@ class DiscordNotifier(Service):
             return moved, ages
 
         moved, ages = await self.database.transaction(LEDGER, settle)
+        self._taken_over = True
         if moved:
-            self.metrics.discord_deliveries.labels(target if resend else UNCERTAIN).inc(moved)
+            self.metrics.discord_deliveries.labels("requeued" if resend else UNCERTAIN).inc(moved)
             logger.warning(
                 "Discord: %d changes were being posted when the previous sender stopped; %s",
                 moved,

@@ -370,6 +370,8 @@ async def test_one_sender_per_database_and_failover(notifiers: Notifiers) -> Non
         await delivered(notifiers, 60)
         assert [a.leader, b.leader].count(True) == 1
         assert shown(fake) == Counter({(x, "us"): 1 for x in range(1, 61)})
+        # Six messages in a row: the 5 / 2 s bucket was read from the headers, never hit.
+        assert len(fake.messages) == 6 and fake.count_429 == 0
 
         leader, follower = (a, b) if a.leader else (b, a)
         await notifiers.stop(leader)
