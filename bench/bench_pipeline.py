@@ -33,6 +33,12 @@ def entry(price: tuple[str, int | None, int | None, int | None]) -> str:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: unlike wall time, barely moved by other load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -71,6 +77,7 @@ async def main() -> dict[str, object]:
     try:
         await worker.start()
         assert worker.proc is not None
+        cpu_before = cpu_seconds(worker.proc.pid)
         started = time.monotonic()
         await produce(pipeline, prices, datetime.now(UTC))
         produced = time.monotonic() - started
@@ -87,10 +94,12 @@ async def main() -> dict[str, object]:
         await wait_for("every observation in price_current", all_rows, timeout=3600, every=0.5)
         seconds = time.monotonic() - started
         rss = peak_rss_mb(worker.proc.pid)
+        cpu = cpu_seconds(worker.proc.pid) - cpu_before
         rate = n / seconds
         print(f"{n:,} observations end to end in {seconds:.1f} s: {rate:,.0f}/s "
-              f"(target >= 5,000/s: {rate / 5000:.2f}x); worker peak RSS {rss:.0f} MB "
-              f"(target <= 500 MB)")
+              f"(target >= 5,000/s: {rate / 5000:.2f}x); worker CPU {cpu:.1f} s = "
+              f"{cpu / n * 1e6:,.0f} us per observation (CPU-bound ceiling {n / cpu:,.0f}/s); "
+              f"worker peak RSS {rss:.0f} MB (target <= 500 MB)")
 
         await worker.stop()
         restart = time.monotonic()
@@ -106,6 +115,7 @@ async def main() -> dict[str, object]:
         restart_seconds = time.monotonic() - restart
         print(f"restart (tables populated) to processing: {restart_seconds:.1f} s (target <= 30 s)")
         return {"observations": n, "seconds": round(seconds, 1), "per_second": round(rate),
+                "cpu_us_per_observation": round(cpu / n * 1e6),
                 "peak_rss_mb": round(rss), "restart_seconds": round(restart_seconds, 1)}
     finally:
         print(f"worker log: {worker.log_path}")
