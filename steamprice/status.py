@@ -21,11 +21,12 @@ from faust.cli import AppCommand, option
 
 from steamprice.app import app, settings
 from steamprice.database import connect_kwargs, describe_error
-from steamprice.models import AppState
 from steamprice.report import (
     RegionRows,
+    TrackedApp,
     WorkerFacts,
     count_apps,
+    decode_app_state,
     discord_state,
     iso_utc,
     last_success_report,
@@ -59,7 +60,7 @@ def _bootstrap_servers() -> str:
     return ",".join(u.split("://", 1)[-1] for u in settings.kafka_broker.split(";"))
 
 
-async def read_app_states() -> list[AppState]:
+async def read_app_states() -> list[TrackedApp]:
     """The latest value of every key of the app-state table, from its changelog topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -76,15 +77,16 @@ async def read_app_states() -> list[AppState]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        latest: dict[int, bytes | None] = {}
-        for tp in tps:
-            while await consumer.position(tp) < end[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for records in batch.values():
-                    for r in records:
-                        if r.key is not None:
-                            latest[json.loads(r.key)] = r.value
-        return [AppState.loads(v) for v in latest.values() if v]  # None: a deleted key
+        latest: dict[bytes, bytes | None] = {}
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            # All partitions at once; values are decoded only once compacted to the latest.
+            for records in (await consumer.getmany(*remaining, timeout_ms=1000)).values():
+                for r in records:
+                    if r.key is not None:
+                        latest[r.key] = r.value
+            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+        return [decode_app_state(v) for v in latest.values() if v]  # None: a deleted key
     finally:
         await consumer.stop()
 

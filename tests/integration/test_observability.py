@@ -300,7 +300,13 @@ async def check_status_command(pipeline: Pipeline, worker: Worker) -> None:
     code, out = await run_status(pipeline, "--json", "--worker-url", worker.url)
     report = json.loads(out)
     assert code == 0 and report["problems"] == [], out
-    assert report["apps"] == {"tracked": 5, "due": 0, "failed": 1, "failed_app_ids": [30]}
+    assert report["apps"] == {
+        "tracked": 5,
+        "due": 0,
+        "in_flight": 0,
+        "failed": 1,
+        "failed_app_ids": [30],
+    }
     regions = {r["cc"]: r for r in report["regions"]}
     assert set(regions) == {"us", "gb"}
     # Four apps answered in both regions; app 30 in neither.
@@ -314,7 +320,7 @@ async def check_status_command(pipeline: Pipeline, worker: Worker) -> None:
 
     code, text = await run_status(pipeline, "--worker-url", worker.url)
     assert code == 0, text
-    assert "5 tracked, 0 due now, 1 failed (30)" in text
+    assert "5 tracked, 0 due now, 0 being priced, 1 failed (30)" in text
     assert "appdetails" in text and "webhook on" in text and "Problems      none" in text
 
     # A worker that does not answer is a problem (exit 1), the rest is still reported.

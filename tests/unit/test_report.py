@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from steamprice.metrics import Metrics
+from steamprice.models import AppState
 from steamprice.report import (
     MAX_LISTED_FAILED,
     RegionRows,
+    TrackedApp,
     consumer_lag,
     count_apps,
+    decode_app_state,
     discord_state,
     human_age,
     last_success_report,
@@ -23,13 +25,6 @@ from steamprice.report import (
 )
 
 NOW = datetime(2026, 5, 2, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class State:
-    app_id: int
-    next_due: datetime
-    failed: bool = False
 
 
 def test_short_topic_keeps_only_the_pipelines_own_topics() -> None:
@@ -61,19 +56,35 @@ def test_consumer_lag_is_never_negative_and_defaults_to_the_whole_partition() ->
 
 def test_count_apps() -> None:
     states = [
-        State(1, NOW - timedelta(seconds=1)),
-        State(2, NOW),
-        State(3, NOW + timedelta(hours=1)),
-        State(9, NOW - timedelta(days=1), failed=True),
-        State(4, NOW + timedelta(hours=1), failed=True),
+        TrackedApp(1, NOW - timedelta(seconds=1)),
+        TrackedApp(2, NOW),
+        TrackedApp(3, NOW + timedelta(hours=1)),
+        TrackedApp(5, NOW - timedelta(minutes=1), pending=True),  # sent to the crawler
+        TrackedApp(9, NOW - timedelta(days=1), failed=True),
+        TrackedApp(4, NOW + timedelta(hours=1), failed=True),
     ]
     counts = count_apps(states, NOW)
-    assert (counts.tracked, counts.due, counts.failed) == (5, 2, 2)
+    assert (counts.tracked, counts.due, counts.in_flight, counts.failed) == (6, 2, 1, 2)
     assert counts.failed_app_ids == [4, 9]
 
 
+def test_decode_app_state_reads_what_the_table_writes() -> None:
+    state = AppState(
+        app_id=730,
+        tracked_since=NOW - timedelta(days=1),
+        next_due=NOW + timedelta(hours=6),
+        failed=True,
+    )
+    assert decode_app_state(state.dumps()) == TrackedApp(730, NOW + timedelta(hours=6), True, False)
+    # Older records may lack newer fields; naive times are UTC.
+    old = (
+        b'{"app_id": 5, "tracked_since": "2026-05-01T00:00:00", "next_due": "2026-05-02T10:00:00"}'
+    )
+    assert decode_app_state(old) == TrackedApp(5, NOW)
+
+
 def test_count_apps_lists_a_bounded_number_of_failed_ids() -> None:
-    states = [State(i, NOW, failed=True) for i in range(MAX_LISTED_FAILED * 3, 0, -1)]
+    states = [TrackedApp(i, NOW, failed=True) for i in range(MAX_LISTED_FAILED * 3, 0, -1)]
     counts = count_apps(states, NOW)
     assert counts.failed == MAX_LISTED_FAILED * 3
     assert counts.failed_app_ids == list(range(1, MAX_LISTED_FAILED + 1))
@@ -152,7 +163,7 @@ def _report(**changes: object) -> dict[str, object]:
         "app_id": "steam-prices",
         "generated_at": NOW.isoformat(),
         "recrawl_interval_seconds": 21600.0,
-        "apps": {"tracked": 1204, "due": 3, "failed": 2, "failed_app_ids": [5, 7]},
+        "apps": {"tracked": 1204, "due": 3, "in_flight": 40, "failed": 2, "failed_app_ids": [5, 7]},
         "regions": sweep_progress(
             ("us",), [RegionRows("us", 1204, 600, NOW - timedelta(hours=6), NOW)], 1202
         ),
@@ -180,7 +191,7 @@ def _report(**changes: object) -> dict[str, object]:
 def test_render_shows_every_section() -> None:
     text = render(_report())
     assert "steamprice status of steam-prices at 2026-05-02 10:00:00 UTC" in text
-    assert "1,204 tracked, 3 due now, 2 failed (5, 7)" in text
+    assert "1,204 tracked, 3 due now, 40 being priced, 2 failed (5, 7)" in text
     assert "us    49.9%" in text and "oldest price 6 h 00 min ago" in text
     assert "appdetails   14 s ago" in text
     assert "consuming, 8 partitions, lag: crawl-requests 452" in text
