@@ -169,12 +169,21 @@ class DiscordNotifier(Service):
             logger.error("%s: Discord notifications are disabled", exc)
             return
         self.metrics.discord_webhook_enabled.set(1)
+        logger.info(
+            "Discord notifications to %s (pasted as API v%d; posted on v10, wait=true)",
+            self.webhook.redacted,
+            self.webhook.pasted_version,
+        )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.discord_request_timeout_seconds),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        # Not on_stop: mode calls that before it cancels the sender task, so closing the session
+        # there cut a post in flight, which Discord had taken, into a network error; its rows went
+        # back to 'pending' and were posted again after the restart (found by
+        # tests/integration/test_faults_crash.py). By now _attempt has let that post finish.
         await self._release_lock()
         if self._session is not None:
             await self._session.close()
