@@ -1,0 +1,176 @@
+"""A worker killed (SIGKILL, twice) or stopped (SIGTERM) in the middle of a sweep.
+
+Each test prices a few thousand apps of the fake store, changes a share of the prices, starts a
+second sweep and breaks the worker while it runs; then ``price_current``, ``price_changes`` and
+the Discord messages are compared with the store's ground truth: nothing missing, nothing twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeDiscord, FakeSteam
+from tests.integration.harness import (
+    Catalog,
+    FaultRun,
+    Worker,
+    apps_requested,
+    change_rows,
+    committed_offsets,
+    metric,
+    pipeline_status_while_stopping,
+    seed_apps,
+    settled,
+    store_requests,
+    sweep_problems,
+    wait_for,
+    wait_until_right,
+)
+
+BATCH = 100
+SWEEP_ENV = {
+    "STEAM_BATCH_SIZE": str(BATCH),
+    "STEAM_MAX_REQUESTS_PER_MINUTE": "600",
+    # The test seeds each round itself, a few seconds after the last: a new round each time,
+    # while a seed replayed after a restart (its dispatch is moments old) is still a no-op.
+    "SEED_DEDUPE_SECONDS": "1",
+    # A killed member leaves the group in seconds, not the default minute.
+    "BROKER_SESSION_TIMEOUT": "8",
+    "BROKER_REBALANCE_TIMEOUT": "8",
+    # Discord's own limits are other tests' subject: here they only must not slow the count.
+    "DISCORD_CHANNEL_MESSAGES": "1000",
+    "DISCORD_DIGEST_THRESHOLD": "50",
+}
+
+
+@pytest.fixture
+async def steam() -> AsyncIterator[FakeSteam]:
+    # A quarter of a second per answer: a sweep of a few thousand apps lasts long enough to be
+    # interrupted at chosen points (the fake counts the requests it served).
+    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(channel_limit=None) as fake:
+        yield fake
+
+
+async def first_sweep(run: FaultRun, catalog: Catalog, worker: Worker) -> None:
+    """Round 1: every app priced, nothing changed yet, nothing left in flight."""
+    await seed_apps(run.pipeline, catalog.apps)
+    await wait_until_right(
+        "the first sweep", lambda: sweep_problems(run.pipeline, catalog), timeout=90
+    )
+    await wait_for("the first sweep to settle", lambda: settled([worker]), timeout=60)
+
+    async def past_dedupe() -> bool:  # the next seeds must be a new round (SEED_DEDUPE_SECONDS)
+        return time.monotonic() - run.steam.requests[-1].time > 1.5
+
+    await wait_for("the seed dedupe window to pass", past_dedupe)
+
+
+async def served_at_least(steam: FakeSteam, since: int, n: int) -> None:
+    async def served() -> bool:
+        return store_requests(steam, since) >= n
+
+    await wait_for(f"{n} store requests", served, timeout=90, every=0.05)
+
+
+async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
+    tmp_path: Path, steam: FakeSteam, discord: FakeDiscord
+) -> None:
+    apps = range(10_000, 12_500)
+    async with FaultRun(tmp_path, steam, discord, **SWEEP_ENV) as run:
+        catalog = Catalog(steam, apps, seed=1)
+        worker = run.pipeline.worker()
+        await worker.start()
+        await first_sweep(run, catalog, worker)
+        assert await change_rows(run.pipeline) == Counter()  # first observations only
+        assert discord.messages == []
+
+        changes = catalog.mutate(0.1)
+        assert len(changes) > 200
+        mark = len(steam.requests)
+        await seed_apps(run.pipeline, apps)
+        # First crash a quarter into the sweep, the second once the restarted worker has
+        # crawled again.
+        await served_at_least(steam, mark, 8)
+        await worker.stop(signal.SIGKILL)
+        await worker.start(wait=False)
+        await served_at_least(steam, mark, 20)
+        await worker.stop(signal.SIGKILL)
+        restarted = time.monotonic()
+        await worker.start(wait=False)
+
+        took = await wait_until_right(
+            "every row and message after two crashes",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=120,
+        )
+        print(f"RECOVERY sigkill x2: all rows and messages right {took:.1f} s after the restart")
+        # Whatever was still in flight must not add anything once everything is consumed.
+        await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        assert set(apps_requested(steam, mark)) == set(apps)
+        assert worker.proc is not None and worker.proc.returncode is None
+        assert time.monotonic() - restarted < 180
+        assert await run.leaks() == []
+
+
+async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
+    tmp_path: Path, steam: FakeSteam, discord: FakeDiscord
+) -> None:
+    apps = range(20_000, 22_000)
+    async with FaultRun(tmp_path, steam, discord, **SWEEP_ENV) as run:
+        catalog = Catalog(steam, apps, seed=2)
+        worker = run.pipeline.worker()
+        await worker.start()
+        await first_sweep(run, catalog, worker)
+        catalog.mutate(0.1)
+        mark = len(steam.requests)
+        await seed_apps(run.pipeline, apps)
+        await served_at_least(steam, mark, 6)
+
+        stopping = time.monotonic()
+        statuses, code = await pipeline_status_while_stopping(worker, signal.SIGTERM)
+        stop_seconds = time.monotonic() - stopping
+        assert code == 0, worker.log()[-3000:]
+        # Running until the signal, stopped before the web server went away.
+        assert statuses[0] == 1.0 and statuses[-1] == 0.0, statuses
+        before = apps_requested(steam, mark)
+        assert 0 < len(before) < len(apps)
+        # Committed: every crawl request answered so far (both rounds), and not one more.
+        offsets = await committed_offsets(run.pipeline, "crawl-requests")
+        assert sum(done for done, _ in offsets.values()) == len(apps) + len(before), offsets
+        restart_mark = len(steam.requests)
+
+        restarted = time.monotonic()
+        await worker.start(wait=False)
+        took = await wait_until_right(
+            "every row and message after a graceful stop",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=90,
+        )
+        print(
+            f"RECOVERY sigterm: stopped in {stop_seconds:.1f} s; all rows and messages right"
+            f" {took:.1f} s after the restart"
+        )
+        await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        after = apps_requested(steam, restart_mark)
+        # Resumed, not restarted: the apps priced before the stop are not asked for again,
+        # except those of the one batch that was in flight when the signal came.
+        again = set(before) & set(after)
+        assert len(again) <= BATCH, f"{len(again)} apps priced twice in one round"
+        assert set(before) | set(after) == set(apps)
+        assert metric(await worker.metrics(), "steam_pipeline_status", pipeline="worker") == 1.0
+        assert time.monotonic() - restarted < 150
+        assert await run.leaks() == []
