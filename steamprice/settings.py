@@ -126,9 +126,10 @@ class Settings:
     discord_watchlist: tuple[int, ...] = ()
     # Notify only changes that reach (new or matched) the historical low.
     discord_only_historical_lows: bool = False
-    # When more apps than this wait to be notified (a sale wave), pending changes go out as
-    # digest messages of ~40-50 apps instead of one embed per app (0 = never digest).
-    discord_digest_threshold: int = 100
+    # Opt-in: when more apps than this wait to be notified (a sale wave), pending changes go out
+    # as digest messages of ~40-50 apps instead of one embed per app (0 = never digest). Off by
+    # default because the contract promises each app its own embed linked to its store page.
+    discord_digest_threshold: int = 0
     # Discord's hidden per-channel limit (never announced in headers): messages per window.
     discord_channel_messages: int = 30
     discord_channel_window_seconds: float = 60.0
