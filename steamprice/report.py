@@ -296,7 +296,7 @@ def render(report: Mapping[str, Any]) -> str:
         last = _age_of(discord.get("last_delivered_at"), now)
         lines.append(f"              deliveries: {counts}; last sent {last}")
     for hook in discord.get("disabled_webhooks") or []:
-        lines.append(f"              disabled webhook: {hook['reason']} at {hook['at']}")
+        lines.append(f"              a webhook was disabled at {hook['at']}: {hook['reason']}")
 
     problems = report.get("problems") or []
     lines.append("")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,6 @@ from steamprice.report import (
 )
 from steamprice.tables import app_state_table
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGIONS = (

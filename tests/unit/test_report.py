@@ -180,7 +180,7 @@ def _report(**changes: object) -> dict[str, object]:
             "state": "on",
             "deliveries": {"sent": 31, "rejected": 1},
             "last_delivered_at": (NOW - timedelta(minutes=3)).isoformat(),
-            "disabled_webhooks": [],
+            "disabled_webhooks": [{"reason": "404 code 10015", "at": "2026-05-01T08:00:00+00:00"}],
         },
         "problems": [],
     }
@@ -197,6 +197,7 @@ def test_render_shows_every_section() -> None:
     assert "consuming, 8 partitions, lag: crawl-requests 452" in text
     assert "webhook on" in text
     assert "deliveries: 1 rejected, 31 sent; last sent 3 min ago" in text
+    assert "a webhook was disabled at 2026-05-01T08:00:00+00:00: 404 code 10015" in text
     assert text.endswith("Problems      none")
 
 
