@@ -877,3 +877,41 @@ async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[i
         return {tp.partition: (await consumer.committed(tp) or 0, end[tp]) for tp in tps}
     finally:
         await consumer.stop()
+
+
+# Settings of the sweeps of the fault tests.
+SWEEP_BATCH = 100
+SWEEP_ENV = {
+    "STEAM_BATCH_SIZE": str(SWEEP_BATCH),
+    "STEAM_MAX_REQUESTS_PER_MINUTE": "600",
+    # The test seeds each round itself, a few seconds after the last: a new round each time,
+    # while a seed replayed after a restart (its dispatch is moments old) is still a no-op.
+    "SEED_DEDUPE_SECONDS": "1",
+    # A killed member leaves the group in seconds, not the default minute.
+    "BROKER_SESSION_TIMEOUT": "8",
+    "BROKER_REBALANCE_TIMEOUT": "8",
+    # Discord's own limits are other tests' subject: here they only must not slow the count.
+    "DISCORD_CHANNEL_MESSAGES": "1000",
+    "DISCORD_DIGEST_THRESHOLD": "50",
+}
+
+
+async def first_sweep(run: FaultRun, catalog: Catalog, *workers: Worker) -> None:
+    """Round 1: every app priced, nothing changed yet, nothing left in flight."""
+    await seed_apps(run.pipeline, catalog.apps)
+    await wait_until_right(
+        "the first sweep", lambda: sweep_problems(run.pipeline, catalog), timeout=90
+    )
+    await wait_for("the first sweep to settle", lambda: settled(workers), timeout=60)
+
+    async def past_dedupe() -> bool:  # the next seeds must be a new round (SEED_DEDUPE_SECONDS)
+        return time.monotonic() - run.steam.requests[-1].time > 1.5
+
+    await wait_for("the seed dedupe window to pass", past_dedupe)
+
+
+async def served_at_least(steam: Any, since: int, n: int) -> None:
+    async def served() -> bool:
+        return store_requests(steam, since) >= n
+
+    await wait_for(f"{n} store requests", served, timeout=90, every=0.05)

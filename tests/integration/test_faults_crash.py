@@ -17,36 +17,23 @@ import pytest
 
 from tests.fakes import FakeDiscord, FakeSteam
 from tests.integration.harness import (
+    SWEEP_BATCH,
+    SWEEP_ENV,
     Catalog,
     FaultRun,
-    Worker,
     apps_requested,
     change_rows,
     committed_offsets,
+    first_sweep,
     metric,
     pipeline_status_while_stopping,
     seed_apps,
+    served_at_least,
     settled,
-    store_requests,
     sweep_problems,
     wait_for,
     wait_until_right,
 )
-
-BATCH = 100
-SWEEP_ENV = {
-    "STEAM_BATCH_SIZE": str(BATCH),
-    "STEAM_MAX_REQUESTS_PER_MINUTE": "600",
-    # The test seeds each round itself, a few seconds after the last: a new round each time,
-    # while a seed replayed after a restart (its dispatch is moments old) is still a no-op.
-    "SEED_DEDUPE_SECONDS": "1",
-    # A killed member leaves the group in seconds, not the default minute.
-    "BROKER_SESSION_TIMEOUT": "8",
-    "BROKER_REBALANCE_TIMEOUT": "8",
-    # Discord's own limits are other tests' subject: here they only must not slow the count.
-    "DISCORD_CHANNEL_MESSAGES": "1000",
-    "DISCORD_DIGEST_THRESHOLD": "50",
-}
 
 
 @pytest.fixture
@@ -61,27 +48,6 @@ async def steam() -> AsyncIterator[FakeSteam]:
 async def discord() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord(channel_limit=None) as fake:
         yield fake
-
-
-async def first_sweep(run: FaultRun, catalog: Catalog, worker: Worker) -> None:
-    """Round 1: every app priced, nothing changed yet, nothing left in flight."""
-    await seed_apps(run.pipeline, catalog.apps)
-    await wait_until_right(
-        "the first sweep", lambda: sweep_problems(run.pipeline, catalog), timeout=90
-    )
-    await wait_for("the first sweep to settle", lambda: settled([worker]), timeout=60)
-
-    async def past_dedupe() -> bool:  # the next seeds must be a new round (SEED_DEDUPE_SECONDS)
-        return time.monotonic() - run.steam.requests[-1].time > 1.5
-
-    await wait_for("the seed dedupe window to pass", past_dedupe)
-
-
-async def served_at_least(steam: FakeSteam, since: int, n: int) -> None:
-    async def served() -> bool:
-        return store_requests(steam, since) >= n
-
-    await wait_for(f"{n} store requests", served, timeout=90, every=0.05)
 
 
 async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
@@ -169,7 +135,7 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
         # Resumed, not restarted: the apps priced before the stop are not asked for again,
         # except those of the one batch that was in flight when the signal came.
         again = set(before) & set(after)
-        assert len(again) <= BATCH, f"{len(again)} apps priced twice in one round"
+        assert len(again) <= SWEEP_BATCH, f"{len(again)} apps priced twice in one round"
         assert set(before) | set(after) == set(apps)
         assert metric(await worker.metrics(), "steam_pipeline_status", pipeline="worker") == 1.0
         assert time.monotonic() - restarted < 150

@@ -1,0 +1,93 @@
+"""The Kafka broker stopped and restarted in the middle of a sweep: the worker rides it out.
+
+The pipeline runs on a private broker (the shared one on 9092 is never touched), which is shut
+down while the second sweep is being crawled and started again ten seconds later. The worker is
+never restarted: it must reconnect by itself, and the sweep must end exactly as the fake store's
+ground truth says, every change stored and notified once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeDiscord, FakeSteam
+from tests.integration.harness import (
+    SWEEP_ENV,
+    Catalog,
+    FaultRun,
+    PrivateKafka,
+    apps_requested,
+    first_sweep,
+    seed_apps,
+    served_at_least,
+    settled,
+    sweep_problems,
+    wait_for,
+    wait_until_right,
+)
+
+OUTAGE_SECONDS = 10.0
+
+
+@pytest.fixture
+async def steam() -> AsyncIterator[FakeSteam]:
+    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(channel_limit=None) as fake:
+        yield fake
+
+
+async def test_broker_restart_mid_sweep_loses_nothing(
+    tmp_path: Path, steam: FakeSteam, discord: FakeDiscord
+) -> None:
+    kafka = PrivateKafka(tmp_path)
+    await kafka.start()
+    apps = range(30_000, 32_000)
+    try:
+        async with FaultRun(tmp_path, steam, discord, KAFKA_BROKER=kafka.url, **SWEEP_ENV) as run:
+            catalog = Catalog(steam, apps, seed=3)
+            worker = run.pipeline.worker()
+            await worker.start()
+            assert worker.proc is not None
+            pid = worker.proc.pid
+            await first_sweep(run, catalog, worker)
+            catalog.mutate(0.1)
+            mark = len(steam.requests)
+            await seed_apps(run.pipeline, apps)
+            await served_at_least(steam, mark, 5)
+
+            await kafka.stop()
+            down_at = time.monotonic()
+
+            async def outage_over() -> bool:
+                await worker.health()  # raises if the worker exited
+                return time.monotonic() - down_at >= OUTAGE_SECONDS
+
+            await wait_for("the broker outage", outage_over, timeout=OUTAGE_SECONDS + 30)
+            await kafka.start()
+            back = time.monotonic()
+            took = await wait_until_right(
+                "every row and message after the broker restart",
+                lambda: sweep_problems(run.pipeline, catalog, discord),
+                timeout=120,
+            )
+            print(
+                f"RECOVERY broker restart: broker down {back - down_at:.1f} s; all rows and"
+                f" messages right {took:.1f} s after it was back"
+            )
+            await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+            assert await sweep_problems(run.pipeline, catalog, discord) == ""
+            assert set(apps_requested(steam, mark)) == set(apps)
+            # The same process throughout: it reconnected by itself.
+            assert worker.proc.returncode is None and worker.proc.pid == pid
+            assert await run.leaks() == []
+    finally:
+        await kafka.stop()
