@@ -149,8 +149,12 @@ async def _failed_apps() -> list[int]:
     await consumer.start()
     try:
         topic = app_state_table.changelog_topic.get_topic_name()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        # consumer.partitions_for_topic() only knows topics the client happened to load (none,
+        # right after start): it found nothing to retry, ever, and stopping a consumer that
+        # fresh raised CancelledError, which ended the command silently (found by
+        # tests/integration/test_faults_steam.py). Ask the cluster, as `status` does.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if not tps:
             return []
         consumer.assign(tps)
