@@ -59,6 +59,11 @@ def parse_seed(value: bytes | str | int | dict[str, object] | None) -> int:
             value = json.loads(text)
         except ValueError:
             raise BadSeed('not JSON: expected 730 or {"app_id": 730}') from None
+        except RecursionError:
+            # ~1000 nested brackets fit under MAX_SEED_BYTES. Uncaught, it crashed the intake
+            # agent, lost the message without a reason and stalled the seed topic while Faust
+            # restarted the agent (found by tests/integration/test_faults_input.py).
+            raise BadSeed("JSON nested too deeply") from None
     if isinstance(value, dict):
         if "app_id" not in value:
             raise BadSeed("object without an app_id field")
