@@ -57,6 +57,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+@app.task  # type: ignore[untyped-decorator]
+async def declare_failed_topic() -> None:
+    """Create app-ids-failed with the pipeline's partitions as soon as the worker starts.
+
+    No agent consumes it, so Faust would only create it on the first send; a reader that asks
+    for it earlier (``kcat -C``, a dashboard) makes the broker auto-create a one-partition
+    topic, and sends keyed to any other partition would then wait forever for a leader.
+    """
+    await app_ids_failed_topic.maybe_declare()
+
+
 @app.agent(app_ids_topic, name="intake")
 async def intake(stream: Any) -> None:
     """Seed topic -> schedule topic keyed by app id; garbage -> app-ids-failed with a reason."""
