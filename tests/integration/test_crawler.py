@@ -273,3 +273,42 @@ async def test_a_flood_of_garbage_is_routed_counted_and_never_stops_the_worker(
     # Counted and routed one by one, but logged in moderation.
     log = worker.log()
     assert log.count("Rejected seed message") <= 40
+
+
+async def test_steamspy_enriches_apps_at_one_request_per_second_and_never_prices(
+    pipeline: Pipeline, steam: FakeSteam
+) -> None:
+    for app_id in (730, 440, 570):
+        steam.set_price(app_id, "us", 1999, 1999, 0)
+        steam.set_name(app_id, f"Game {app_id}")
+    # The store says 4.99; SteamSpy (derived from the fake's catalog) says 19.99.
+    steam.set_raw_entry(
+        730,
+        "us",
+        '{"success":true,"data":{"price_overview":{"currency":"USD","initial":1999,'
+        '"final":499,"discount_percent":75,"initial_formatted":"$19.99","final_formatted":"$4.99"}}}',
+    )
+    worker = pipeline.worker(ENABLE_STEAMSPY="true", STEAMSPY_URL=f"{steam.url}/api.php")
+    await worker.start()
+    await pipeline.cli("seed", "730", "440", "570", "999999")  # 999999: unknown everywhere
+
+    async def enriched() -> list[tuple[object, ...]]:
+        rows = await pipeline.query(
+            "SELECT app_id, name, developer, publisher, owners, ccu, tags FROM apps"
+            " WHERE tags IS NOT NULL ORDER BY app_id"
+        )
+        return rows if len(rows) == 4 else []
+
+    rows = await wait_for("four apps described by SteamSpy", enriched, timeout=40)
+    by_id = {r[0]: r for r in rows}
+    assert by_id[730][1:4] == ("Game 730", "Studio 51", "Studio 51")
+    assert by_id[730][4] == "1,000 .. 2,000" and by_id[730][5] == 730
+    assert json.loads(str(by_id[730][6])) == {"Atmospheric": 300, "Puzzle": 200, "Story Rich": 100}
+    assert by_id[999999][1:] == (None, None, None, None, None, "{}")
+    # Prices come from the store only.
+    assert await pipeline.query(
+        "SELECT final_price FROM price_current WHERE app_id = 730 AND cc = 'us'"
+    ) == [(499,)]
+    spy = [r for r in steam.requests if r.path == "/api.php"]
+    assert len(spy) == 4 and steam.steamspy_violations == []
+    assert all(r.query["request"] == "appdetails" for r in spy)
