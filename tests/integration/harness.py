@@ -845,19 +845,22 @@ async def wait_until_right(
     return time.monotonic() - started
 
 
-async def settled(workers: Sequence[Worker]) -> bool:
-    """Every live worker has consumed everything and waits for no crawl answer."""
+async def unsettled(workers: Sequence[Worker]) -> str:
+    """Why some live worker still has work: unconsumed messages or unanswered crawls ('' if none)."""
     for w in workers:
         if w.proc is None or w.proc.returncode is not None:
             continue
         health = await w.health()
-        if not health or not health.get("consuming") or health.get("consumer_lag_messages"):
-            return False
+        if not health or not health.get("consuming"):
+            return f"{w.name} is not consuming: {health}"
         if health.get("uptime_seconds", 0) < 8:  # lag is first measured ~5 s after the start
-            return False
-        if metric(await w.metrics(), "steam_queue_size", queue="pending"):
-            return False
-    return True
+            return f"{w.name} started moments ago"
+        if health.get("consumer_lag_messages"):
+            return f"{w.name} lags {health['consumer_lag_messages']} messages"
+        pending = metric(await w.metrics(), "steam_queue_size", queue="pending")
+        if pending:
+            return f"{w.name} waits for {pending:.0f} crawl answers"
+    return ""
 
 
 async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[int, int]]:
@@ -902,7 +905,7 @@ async def first_sweep(run: FaultRun, catalog: Catalog, *workers: Worker) -> None
     await wait_until_right(
         "the first sweep", lambda: sweep_problems(run.pipeline, catalog), timeout=90
     )
-    await wait_for("the first sweep to settle", lambda: settled(workers), timeout=60)
+    await wait_until_right("the first sweep to settle", lambda: unsettled(workers), timeout=60)
 
     async def past_dedupe() -> bool:  # the next seeds must be a new round (SEED_DEDUPE_SECONDS)
         return time.monotonic() - run.steam.requests[-1].time > 1.5

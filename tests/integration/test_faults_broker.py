@@ -24,8 +24,8 @@ from tests.integration.harness import (
     first_sweep,
     seed_apps,
     served_at_least,
-    settled,
     sweep_problems,
+    unsettled,
     wait_for,
     wait_until_right,
 )
@@ -83,7 +83,7 @@ async def test_broker_restart_mid_sweep_loses_nothing(
                 f"RECOVERY broker restart: broker down {back - down_at:.1f} s; all rows and"
                 f" messages right {took:.1f} s after it was back"
             )
-            await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+            await wait_until_right("the worker to settle", lambda: unsettled([worker]), timeout=60)
             assert await sweep_problems(run.pipeline, catalog, discord) == ""
             assert set(apps_requested(steam, mark)) == set(apps)
             # The same process throughout: it reconnected by itself.

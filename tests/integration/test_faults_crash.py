@@ -29,9 +29,8 @@ from tests.integration.harness import (
     pipeline_status_while_stopping,
     seed_apps,
     served_at_least,
-    settled,
     sweep_problems,
-    wait_for,
+    unsettled,
     wait_until_right,
 )
 
@@ -83,7 +82,7 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
         )
         print(f"RECOVERY sigkill x2: all rows and messages right {took:.1f} s after the restart")
         # Whatever was still in flight must not add anything once everything is consumed.
-        await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+        await wait_until_right("the worker to settle", lambda: unsettled([worker]), timeout=60)
         assert await sweep_problems(run.pipeline, catalog, discord) == ""
         assert set(apps_requested(steam, mark)) == set(apps)
         assert worker.proc is not None and worker.proc.returncode is None
@@ -129,7 +128,7 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
             f"RECOVERY sigterm: stopped in {stop_seconds:.1f} s; all rows and messages right"
             f" {took:.1f} s after the restart"
         )
-        await wait_for("the worker to settle", lambda: settled([worker]), timeout=60)
+        await wait_until_right("the worker to settle", lambda: unsettled([worker]), timeout=60)
         assert await sweep_problems(run.pipeline, catalog, discord) == ""
         after = apps_requested(steam, restart_mark)
         # Resumed, not restarted: the apps priced before the stop are not asked for again,

@@ -1,0 +1,133 @@
+"""Two workers in one consumer group: the work is split, and one of them dies mid-sweep.
+
+Each worker has its own web port and data dir. While both run, the partitions are split between
+them and every app is priced by exactly one of them per round. Then one is killed (SIGKILL)
+during a sweep with changes pending: the survivor takes its partitions and its tables (it held
+standby replicas), finishes the sweep without losing or repeating a row or a notification, and
+a further round proves it has the dead worker's price state (a change is detected against it).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeDiscord, FakeSteam
+from tests.integration.harness import (
+    SWEEP_ENV,
+    Catalog,
+    FaultRun,
+    Worker,
+    apps_requested,
+    first_sweep,
+    metric,
+    seed_apps,
+    served_at_least,
+    sweep_problems,
+    unsettled,
+    wait_for,
+    wait_until_right,
+)
+
+APPS = range(60_000, 61_500)
+
+
+@pytest.fixture
+async def steam() -> AsyncIterator[FakeSteam]:
+    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(channel_limit=None) as fake:
+        yield fake
+
+
+async def assigned(worker: Worker) -> int:
+    health = await worker.health()
+    return int(health["assigned_partitions"]) if health and health.get("consuming") else 0
+
+
+async def crawled(worker: Worker) -> float:
+    """Apps this worker has priced so far (its own counter)."""
+    text = await worker.metrics()
+    return metric(text, "steam_games_processed_total", task="crawl", status="ok") or 0.0
+
+
+async def next_round(run: FaultRun, catalog: Catalog, workers: list[Worker]) -> float:
+    """Seed every app again; wait until everything is right and settled; the seconds taken."""
+    await seed_apps(run.pipeline, catalog.apps)
+    took = await wait_until_right(
+        "a sweep", lambda: sweep_problems(run.pipeline, catalog, run.discord), timeout=90
+    )
+    await wait_until_right("the workers to settle", lambda: unsettled(workers), timeout=60)
+    assert await sweep_problems(run.pipeline, catalog, run.discord) == ""
+    return took
+
+
+async def test_two_workers_split_the_work_and_survive_losing_one(
+    tmp_path: Path, steam: FakeSteam, discord: FakeDiscord
+) -> None:
+    async with FaultRun(tmp_path, steam, discord, **SWEEP_ENV) as run:
+        catalog = Catalog(steam, APPS, seed=7)
+        w1 = run.pipeline.worker("w1")
+        await w1.start()
+        alone = await assigned(w1)
+        w2 = run.pipeline.worker("w2")
+        await w2.start()
+        assert w1.port != w2.port and w1.data_dir != w2.data_dir
+
+        async def split() -> bool:
+            a, b = await assigned(w1), await assigned(w2)
+            return 0 < a < alone and 0 < b < alone
+
+        await wait_for("the partitions to be split between the workers", split, timeout=60)
+
+        # Round 1, both workers: each app asked for exactly once, by one worker or the other.
+        mark = len(steam.requests)
+        await first_sweep(run, catalog, w1, w2)
+        assert apps_requested(steam, mark) == Counter(dict.fromkeys(APPS, 1))
+        c1, c2 = await crawled(w1), await crawled(w2)
+        assert c1 > 0 and c2 > 0 and c1 + c2 == len(APPS), (c1, c2)
+
+        # Round 2: changes pending, and w2 dies a few requests into the sweep.
+        catalog.mutate(0.1)
+        mark = len(steam.requests)
+        await seed_apps(run.pipeline, APPS)
+        await served_at_least(steam, mark, 4)
+        await w2.stop(signal.SIGKILL)
+        killed = time.monotonic()
+
+        async def took_over() -> bool:
+            return await assigned(w1) == alone
+
+        await wait_for("w1 to take every partition", took_over, timeout=60)
+        takeover = time.monotonic() - killed
+        took = await wait_until_right(
+            "every row and message after losing a worker",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=90,
+        )
+        await wait_until_right("w1 to settle", lambda: unsettled([w1]), timeout=60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        assert set(apps_requested(steam, mark)) == set(APPS)
+
+        # Round 3 on w1 alone: changes of apps w2 used to own are detected against the state
+        # w2 left (were it missing, they would be taken for first prices and not recorded).
+        changes = catalog.mutate(0.1)
+        assert len(changes) > 50
+        mark = len(steam.requests)
+        await next_round(run, catalog, [w1])
+        assert apps_requested(steam, mark) == Counter(dict.fromkeys(APPS, 1))
+        print(
+            f"RECOVERY scale-out: survivor owned every partition {takeover:.1f} s after the kill;"
+            f" all rows and messages right {took:.1f} s after it"
+        )
+        assert w1.proc is not None and w1.proc.returncode is None
+        assert await run.leaks() == []
