@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from steamprice.app import app, settings
 from steamprice.database import Database
+from steamprice.logs import quiet_repeated_library_errors
 from steamprice.metrics import Metrics
 from steamprice.notifier import DiscordNotifier
 from steamprice.store_client import StoreClient
@@ -15,3 +16,6 @@ notifier = DiscordNotifier(settings, metrics, database)
 
 for _service in (store, database, notifier):
     app.service(_service)  # type: ignore[arg-type]
+
+# A broker outage must not write thousands of identical aiokafka errors a second.
+quiet_repeated_library_errors()
