@@ -7,7 +7,7 @@ STACK := scripts/stack.sh
 SHARED_DATA ?= $(abspath ../shared/data/steam)
 export STEAMPRICE_SHARED_DATA ?= $(SHARED_DATA)
 
-.PHONY: venv up down status run demo stop migrate test test-unit lint bench clean
+.PHONY: venv up down status run demo stop migrate test test-unit test-faults lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -42,8 +42,15 @@ stop:
 	    for i in $$(seq 60); do kill -0 $$(cat $$f) 2>/dev/null || break; sleep 0.5; done; \
 	    echo "stopped $$p"; fi; rm -f $$f; done
 
+# The fault-tolerance suite (kills, broker restarts, Steam chaos, fuzzed input, two workers)
+# takes minutes on 2 cores, so it has a target of its own; .ci/run runs both.
+FAULT_TESTS := tests/integration/test_faults_*.py
+
 test: venv up
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore-glob='*/integration/test_faults_*'
+
+test-faults: venv up
+	$(PY) -m pytest $(FAULT_TESTS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/agents
