@@ -52,6 +52,10 @@ def create_app(settings: Settings) -> faust.App:
         # Sinks may legitimately wait on a database outage or a Discord pause for minutes.
         broker_max_poll_interval=3600.0,
         stream_recovery_delay=0.0,
+        # On a fresh cluster a topic the worker just created can be missing from the metadata
+        # the group is assigned with; the consumer only takes it on at its next metadata
+        # refresh (default: 5 minutes without consuming seeds). Found by the fault suite.
+        consumer_metadata_max_age_ms=10_000,
     )
 
 

@@ -85,7 +85,12 @@ async def test_random_steam_faults_every_app_priced_failures_retried(
         catalog = Catalog(steam, APPS, seed=4)
         for app in BROKEN:
             steam.set_raw_entry(app, None, '{"success":true,"data":{"price_overview":')
+        # One of each fault for certain, then a random fifth of the requests.
+        for kind in ("429", "403", "502", "truncated", "timeout"):
+            steam.fail_next(1, kind)
         steam.chaos(0.2, kinds=("429", "403", "500", "502", "html", "truncated", "timeout"))
+        for kind in ("502", "timeout"):
+            steam.fail_next(1, kind, endpoint="applist")
         steam.chaos(0.3, kinds=("502", "truncated", "timeout"), endpoint="applist")
         worker = run.pipeline.worker()
         await worker.start()
@@ -111,7 +116,8 @@ async def test_random_steam_faults_every_app_priced_failures_retried(
         faults = {r.fault for r in steam.requests if r.path.startswith("/api/appdetails")}
         assert {"429", "403", "502", "truncated", "timeout"} <= faults
         assert steam.count_429 > 0 and steam.requests_during_penalty == 0
-        assert any(r.fault for r in steam.requests if "GetAppList" in r.path)
+        applist_faults = {r.fault for r in steam.requests if "GetAppList" in r.path}
+        assert {"502", "timeout"} <= applist_faults
 
         async def failed_gauge() -> bool:
             text = await worker.metrics()
