@@ -64,18 +64,18 @@ class Batcher:
             else:
                 delay = self.wait
             await asyncio.sleep(max(delay, 0.005))
-            try:
-                async with self._lock:
-                    if self._events and time.monotonic() - self._first_at >= self.wait:
-                        await self._flush()
-            except Exception:
-                # Like an agent: log, ack and go on rather than stop crawling for good.
-                logger.exception("Crawl batch failed")
+            async with self._lock:
+                if self._events and time.monotonic() - self._first_at >= self.wait:
+                    await self._flush()
 
     async def _flush(self) -> None:
         events, self._events = self._events, []
         try:
             await self.process([e.value for e in events])
+        except Exception:
+            # Like a Faust agent: log and ack rather than stop crawling for good. The apps stay
+            # pending and are dispatched again after the pending timeout.
+            logger.exception("Crawl batch of %d requests failed", len(events))
         finally:
             for event in events:
                 await self.stream.ack(event)
