@@ -20,12 +20,12 @@ from tests.integration.harness import (
     Catalog,
     FaultRun,
     PrivateKafka,
+    Quiet,
     apps_requested,
     first_sweep,
     seed_apps,
     served_at_least,
     sweep_problems,
-    unsettled,
     wait_for,
     wait_until_right,
 )
@@ -89,7 +89,9 @@ async def test_broker_restart_mid_sweep_loses_nothing(
                 f"RECOVERY broker restart: broker down {back - down_at:.1f} s; all rows and"
                 f" messages right {took:.1f} s after it was back"
             )
-            await wait_until_right("the worker to settle", lambda: unsettled([worker]), timeout=60)
+            await wait_until_right(
+                "the worker to settle", Quiet(run.pipeline, [worker]), timeout=60
+            )
             assert await sweep_problems(run.pipeline, catalog, discord) == ""
             assert set(apps_requested(steam, mark)) == set(apps)
             # The same process throughout: it reconnected by itself.

@@ -22,6 +22,7 @@ from tests.integration.harness import (
     SWEEP_ENV,
     Catalog,
     FaultRun,
+    Quiet,
     Worker,
     apps_requested,
     first_sweep,
@@ -29,7 +30,6 @@ from tests.integration.harness import (
     seed_apps,
     served_at_least,
     sweep_problems,
-    unsettled,
     wait_for,
     wait_until_right,
 )
@@ -66,7 +66,7 @@ async def next_round(run: FaultRun, catalog: Catalog, workers: list[Worker]) -> 
     took = await wait_until_right(
         "a sweep", lambda: sweep_problems(run.pipeline, catalog, run.discord), timeout=90
     )
-    await wait_until_right("the workers to settle", lambda: unsettled(workers), timeout=60)
+    await wait_until_right("the workers to settle", Quiet(run.pipeline, workers), timeout=60)
     assert await sweep_problems(run.pipeline, catalog, run.discord) == ""
     return took
 
@@ -114,7 +114,7 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
             lambda: sweep_problems(run.pipeline, catalog, discord),
             timeout=90,
         )
-        await wait_until_right("w1 to settle", lambda: unsettled([w1]), timeout=60)
+        await wait_until_right("w1 to settle", Quiet(run.pipeline, [w1]), timeout=60)
         assert await sweep_problems(run.pipeline, catalog, discord) == ""
         assert set(apps_requested(steam, mark)) == set(APPS)
 
