@@ -49,6 +49,10 @@ class PipelineStatus(Service):
             lambda: 0.0 if app.should_stop else 1.0
         )
 
+    async def on_stop(self) -> None:
+        # Also 0 when this service stops on its own (not only when the whole app stops).
+        metrics.pipeline_status.labels("worker").set_function(lambda: 0.0)
+
 
 class Collector(Service):
     """Consumer lag and table sizes, measured every few seconds (no per-message cost)."""
