@@ -13,7 +13,9 @@ from pathlib import Path
 
 def _names() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name[6:] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    return sorted(
+        m.name[6:] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_")
+    )
 
 
 def main() -> int:

@@ -26,9 +26,19 @@ def entry(price: tuple[str, int | None, int | None, int | None]) -> str:
     if status != "priced":
         return '{"success":true,"data":[]}'
     return json.dumps(
-        {"success": True, "data": {"price_overview": {
-            "currency": "USD", "initial": initial, "final": final, "discount_percent": discount,
-            "initial_formatted": "", "final_formatted": ""}}},
+        {
+            "success": True,
+            "data": {
+                "price_overview": {
+                    "currency": "USD",
+                    "initial": initial,
+                    "final": final,
+                    "discount_percent": discount,
+                    "initial_formatted": "",
+                    "final_formatted": "",
+                }
+            },
+        },
         separators=(",", ":"),
     )
 
@@ -53,8 +63,10 @@ async def produce(pipeline: Pipeline, prices: dict[int, tuple], fetched_at: date
         topic = pipeline.topic("prices-raw")
         stamp = fetched_at.isoformat()
         for app_id, price in prices.items():
-            value = json.dumps({"app_id": app_id, "cc": "us", "fetched_at": stamp,
-                                "entry": entry(price)}, separators=(",", ":")).encode()
+            value = json.dumps(
+                {"app_id": app_id, "cc": "us", "fetched_at": stamp, "entry": entry(price)},
+                separators=(",", ":"),
+            ).encode()
             await producer.send(topic, value, key=str(app_id).encode())
         await producer.flush()
     finally:
@@ -96,10 +108,12 @@ async def main() -> dict[str, object]:
         rss = peak_rss_mb(worker.proc.pid)
         cpu = cpu_seconds(worker.proc.pid) - cpu_before
         rate = n / seconds
-        print(f"{n:,} observations end to end in {seconds:.1f} s: {rate:,.0f}/s "
-              f"(target >= 5,000/s: {rate / 5000:.2f}x); worker CPU {cpu:.1f} s = "
-              f"{cpu / n * 1e6:,.0f} us per observation (CPU-bound ceiling {n / cpu:,.0f}/s); "
-              f"worker peak RSS {rss:.0f} MB (target <= 500 MB)")
+        print(
+            f"{n:,} observations end to end in {seconds:.1f} s: {rate:,.0f}/s "
+            f"(target >= 5,000/s: {rate / 5000:.2f}x); worker CPU {cpu:.1f} s = "
+            f"{cpu / n * 1e6:,.0f} us per observation (CPU-bound ceiling {n / cpu:,.0f}/s); "
+            f"worker peak RSS {rss:.0f} MB (target <= 500 MB)"
+        )
 
         await worker.stop()
         restart = time.monotonic()
@@ -108,15 +122,22 @@ async def main() -> dict[str, object]:
         await produce(pipeline, {probe_app: ("priced", 999, 999, 0)}, datetime.now(UTC))
 
         async def probe_row() -> bool:
-            rows = await pipeline.query("SELECT 1 FROM price_current WHERE app_id = %s", (probe_app,))
+            rows = await pipeline.query(
+                "SELECT 1 FROM price_current WHERE app_id = %s", (probe_app,)
+            )
             return bool(rows)
 
         await wait_for("the worker to process again after a restart", probe_row, timeout=600)
         restart_seconds = time.monotonic() - restart
         print(f"restart (tables populated) to processing: {restart_seconds:.1f} s (target <= 30 s)")
-        return {"observations": n, "seconds": round(seconds, 1), "per_second": round(rate),
-                "cpu_us_per_observation": round(cpu / n * 1e6),
-                "peak_rss_mb": round(rss), "restart_seconds": round(restart_seconds, 1)}
+        return {
+            "observations": n,
+            "seconds": round(seconds, 1),
+            "per_second": round(rate),
+            "cpu_us_per_observation": round(cpu / n * 1e6),
+            "peak_rss_mb": round(rss),
+            "restart_seconds": round(restart_seconds, 1),
+        }
     finally:
         print(f"worker log: {worker.log_path}")
         await pipeline.close()

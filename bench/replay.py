@@ -52,11 +52,17 @@ def read_snapshot(path: Path) -> dict[int, Price]:
 
 def _comparable(p: Price) -> tuple[object, ...]:
     status, initial, final, discount = p
-    real_discount = discount if discount and initial is not None and final is not None and final < initial else 0
+    real_discount = (
+        discount
+        if discount and initial is not None and final is not None and final < initial
+        else 0
+    )
     return (status, initial, final, real_discount)
 
 
-def expected_changes(before: dict[int, Price], after: dict[int, Price]) -> dict[int, tuple[Price, Price]]:
+def expected_changes(
+    before: dict[int, Price], after: dict[int, Price]
+) -> dict[int, tuple[Price, Price]]:
     """Apps present on both days whose price (or priced/unpriced status) differs."""
     return {
         a: (before[a], p)
@@ -79,6 +85,32 @@ class ReplayResult:
     changes: list[tuple[object, ...]] = field(default_factory=list)
 
 
+async def _wait_priced(
+    pipeline: Pipeline,
+    want: int,
+    since: datetime,
+    say: Callable[[str], None],
+    timeout: float,
+    name: str,
+) -> None:
+    """Wait until ``want`` apps have a price observed at or after ``since``; report progress."""
+    started = time.monotonic()
+    last_report = started
+
+    async def repriced() -> bool:
+        nonlocal last_report
+        rows = await pipeline.query(
+            "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s", (since,)
+        )
+        n = int(rows[0][0]) if rows else 0
+        if time.monotonic() - last_report > 15:
+            last_report = time.monotonic()
+            say(f"  {n:,}/{want:,} priced after {time.monotonic() - started:.0f} s")
+        return n >= want
+
+    await wait_for(f"{name}: every app priced", repriced, timeout=timeout, every=1.0)
+
+
 async def replay(
     pipeline: Pipeline,
     steam: FakeSteam,
@@ -97,22 +129,14 @@ async def replay(
         started = time.monotonic()
         await pipeline.cli("seed", "--file", str(seed_file))
         say(f"{path.name}: seeded {len(ids):,} apps")
-        last_report = [time.monotonic()]
-
-        async def repriced() -> bool:
-            rows = await pipeline.query(
-                "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s", (started_at,)
-            )
-            n = int(rows[0][0]) if rows else 0
-            if time.monotonic() - last_report[0] > 15:
-                last_report[0] = time.monotonic()
-                say(f"  {n:,}/{len(ids):,} priced after {time.monotonic() - started:.0f} s")
-            return n >= len(ids)
-
-        await wait_for(f"{path.name}: every app priced", repriced, timeout=timeout_per_pass, every=1.0)
+        await _wait_priced(pipeline, len(ids), started_at, say, timeout_per_pass, path.name)
         seconds = time.monotonic() - started
-        result.passes.append(Pass(path.name, len(ids), round(seconds, 1), round(len(ids) / seconds)))
-        say(f"{path.name}: {len(ids):,} apps priced in {seconds:.1f} s ({len(ids) / seconds:,.0f}/s)")
+        result.passes.append(
+            Pass(path.name, len(ids), round(seconds, 1), round(len(ids) / seconds))
+        )
+        say(
+            f"{path.name}: {len(ids):,} apps priced in {seconds:.1f} s ({len(ids) / seconds:,.0f}/s)"
+        )
 
     # The change sink trails the price_current sink a little: wait until the count settles.
     stable = {"count": -1, "since": time.monotonic()}
