@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -15,12 +16,13 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import aiomysql
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 KAFKA = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -960,3 +962,47 @@ async def served_at_least(steam: Any, since: int, n: int) -> None:
         return store_requests(steam, since) >= n
 
     await wait_for(f"{n} store requests", served, timeout=90, every=0.05)
+
+
+PIPELINE_TOPICS = ("app-ids", "schedule", "crawl-requests", "prices-raw", "prices-normalized")
+
+
+async def stalled_commits(pipeline: Pipeline) -> dict[str, list[int]]:
+    """Partitions whose committed offset is behind the end (call once the pipeline is quiet)."""
+    stalled: dict[str, list[int]] = {}
+    for short in PIPELINE_TOPICS:
+        offsets = await committed_offsets(pipeline, short)
+        behind = [p for p, (done, end) in sorted(offsets.items()) if done < end]
+        if behind:
+            stalled[short] = behind
+    return stalled
+
+
+@contextlib.asynccontextmanager
+async def known_faust_gap(
+    pipeline: Pipeline, workers: Sequence[Worker], catalog: Catalog, discord: Any
+) -> AsyncIterator[None]:
+    """Turn a failure into an expected one when it carries the mark of faust-streaming#596.
+
+    After a rebalance, faust-streaming 0.15.3 can skip messages it had fetched for a partition
+    it took over: they are never processed, the offsets after them are never committed, and
+    their work is lost (seen here as observations that never reached MySQL; 1 run in ~6 of the
+    scale-out test). A failure inside this block is reported as xfail only when something is
+    missing, nothing is extra or duplicated (rows or notifications), and, once the pipeline is
+    quiet, some partition's commits are stalled behind its end; any other failure stands.
+    """
+    try:
+        yield
+    except AssertionError as exc:
+        extra = Counter(await change_rows(pipeline)) - Counter(catalog.changes)
+        owed, posted = catalog.changed_regions(), discord_posts(discord)
+        if extra or any(n > owed.get(k, 0) for k, n in posted.items()):
+            raise
+        try:
+            await wait_until_right("the pipeline to go quiet", Quiet(pipeline, workers), 30)
+        except AssertionError:
+            raise exc from None
+        stalled = await stalled_commits(pipeline)
+        if not stalled:
+            raise
+        pytest.xfail(f"faust-streaming#596 (commits stalled on {stalled} after a rebalance): {exc}")

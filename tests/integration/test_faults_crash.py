@@ -26,6 +26,7 @@ from tests.integration.harness import (
     change_rows,
     committed_offsets,
     first_sweep,
+    known_faust_gap,
     metric,
     pipeline_status_while_stopping,
     seed_apps,
@@ -75,15 +76,16 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
         restarted = time.monotonic()
         await worker.start(wait=False)
 
-        took = await wait_until_right(
-            "every row and message after two crashes",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=120,
-        )
+        async with known_faust_gap(run.pipeline, [worker], catalog, discord):
+            took = await wait_until_right(
+                "every row and message after two crashes",
+                lambda: sweep_problems(run.pipeline, catalog, discord),
+                timeout=120,
+            )
+            # Whatever was still in flight must not add anything once everything is consumed.
+            await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
+            assert await sweep_problems(run.pipeline, catalog, discord) == ""
         print(f"RECOVERY sigkill x2: all rows and messages right {took:.1f} s after the restart")
-        # Whatever was still in flight must not add anything once everything is consumed.
-        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), timeout=60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
         assert set(apps_requested(steam, mark)) == set(apps)
         assert worker.proc is not None and worker.proc.returncode is None
         assert time.monotonic() - restarted < 180
@@ -122,18 +124,19 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
 
         restarted = time.monotonic()
         await worker.start(wait=False)
-        took = await wait_until_right(
-            "every row and message after a graceful stop",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=90,
-        )
+        async with known_faust_gap(run.pipeline, [worker], catalog, discord):
+            took = await wait_until_right(
+                "every row and message after a graceful stop",
+                lambda: sweep_problems(run.pipeline, catalog, discord),
+                timeout=90,
+            )
+            await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
+            assert await sweep_problems(run.pipeline, catalog, discord) == ""
         print(
             f"RECOVERY sigterm: stopped in {stop_seconds:.1f} s ({zeros} scrapes read status 0);"
             " all rows and messages right"
             f" {took:.1f} s after the restart"
         )
-        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), timeout=60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
         after = apps_requested(steam, restart_mark)
         # Resumed, not restarted: the apps priced before the stop are not asked for again,
         # except those of the one batch that was in flight when the signal came.
