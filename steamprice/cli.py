@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,11 +20,11 @@ from steamprice.app import app, settings
 from steamprice.database import describe_error
 from steamprice.database import migrate as apply_migrations
 from steamprice.discovery import iter_app_list
-from steamprice.models import AppState, ScheduleCommand
+from steamprice.models import ScheduleCommand
 from steamprice.schedule import RETRY, BadSeed, parse_seed
 from steamprice.services import store
+from steamprice.status import read_app_states
 from steamprice.steam import StoreError
-from steamprice.tables import app_state_table
 from steamprice.topics import ALL_TOPICS, app_ids_topic, schedule_topic
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -142,39 +141,7 @@ async def migrate(self: AppCommand) -> None:
 
 async def _failed_apps() -> list[int]:
     """Apps whose latest state in the app-state changelog is ``failed``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    servers = ",".join(u.split("://", 1)[-1] for u in settings.kafka_broker.split(";"))
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = app_state_table.changelog_topic.get_topic_name()
-        # consumer.partitions_for_topic() only knows topics the client happened to load (none,
-        # right after start): it found nothing to retry, ever, and stopping a consumer that
-        # fresh raised CancelledError, which ended the command silently (found by
-        # tests/integration/test_faults_steam.py). Ask the cluster, as `status` does.
-        cluster = await consumer._client.fetch_all_metadata()
-        tps = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        latest: dict[int, bool] = {}
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(timeout_ms=2000)
-            for tp, records in batches.items():
-                for r in records:
-                    key = json.loads(r.key)
-                    latest[key] = bool(r.value and AppState.loads(r.value).failed)
-                    if r.offset + 1 >= end[tp]:
-                        remaining.discard(tp)
-            if not batches:
-                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-        return sorted(a for a, failed in latest.items() if failed)
-    finally:
-        await consumer.stop()
+    return sorted(a.app_id for a in await read_app_states() if a.failed)
 
 
 @app.command()
