@@ -6,6 +6,7 @@ from pathlib import Path
 
 import faust
 
+from steamprice.kafka import App
 from steamprice.settings import Settings, load_settings
 
 # The modules that declare agents, timers and pages, loaded explicitly (no package scan).
@@ -25,7 +26,7 @@ AGENT_MODULES = [
 
 
 def create_app(settings: Settings) -> faust.App:
-    return faust.App(
+    return App(
         settings.app_id,
         broker=settings.kafka_broker,
         store="rocksdb://",

@@ -24,9 +24,9 @@ from tests.integration.harness import (
     Quiet,
     apps_requested,
     change_rows,
+    commit_problems,
     committed_offsets,
     first_sweep,
-    known_faust_gap,
     metric,
     pipeline_status_while_stopping,
     seed_apps,
@@ -76,15 +76,15 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
         restarted = time.monotonic()
         await worker.start(wait=False)
 
-        async with known_faust_gap(run.pipeline, [worker], catalog, discord):
-            took = await wait_until_right(
-                "every row and message after two crashes",
-                lambda: sweep_problems(run.pipeline, catalog, discord),
-                timeout=120,
-            )
-            # Whatever was still in flight must not add anything once everything is consumed.
-            await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
-            assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        took = await wait_until_right(
+            "every row and message after two crashes",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=120,
+        )
+        # Whatever was still in flight must not add anything once everything is consumed.
+        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         print(f"RECOVERY sigkill x2: all rows and messages right {took:.1f} s after the restart")
         assert set(apps_requested(steam, mark)) == set(apps)
         assert worker.proc is not None and worker.proc.returncode is None
@@ -124,14 +124,14 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
 
         restarted = time.monotonic()
         await worker.start(wait=False)
-        async with known_faust_gap(run.pipeline, [worker], catalog, discord):
-            took = await wait_until_right(
-                "every row and message after a graceful stop",
-                lambda: sweep_problems(run.pipeline, catalog, discord),
-                timeout=90,
-            )
-            await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
-            assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        took = await wait_until_right(
+            "every row and message after a graceful stop",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=90,
+        )
+        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         print(
             f"RECOVERY sigterm: stopped in {stop_seconds:.1f} s ({zeros} scrapes read status 0);"
             " all rows and messages right"

@@ -1,0 +1,67 @@
+"""The pure parts of ``steamprice.kafka``: commit offsets, leftovers of a batch, stuck commits."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from steamprice.kafka import committable, stalled_at, undelivered
+
+
+def test_commits_the_run_of_acked_offsets_that_starts_at_the_committed_one() -> None:
+    acked = [10, 11, 12, 14, 15]
+    assert committable(acked, 10) == [10, 11, 12]
+    assert acked == [14, 15]  # kept for later
+
+
+def test_commits_nothing_while_the_committed_offset_itself_is_unacked() -> None:
+    # Faust would commit 12 here (it allows a difference of one), past message 10 in flight.
+    acked = [11]
+    assert committable(acked, 10) == []
+    assert acked == [11]
+    assert committable([12, 13], 10) == []
+
+
+def test_commits_from_anywhere_before_the_first_commit() -> None:
+    assert committable([3, 4, 6], None) == [3, 4]
+    assert committable([], 5) == []
+
+
+@given(
+    st.integers(0, 1000),
+    st.sets(st.integers(0, 1100), max_size=60),
+)
+def test_never_commits_past_an_unacked_offset(committed: int, acked_set: set[int]) -> None:
+    acked = sorted(o for o in acked_set if o >= committed)
+    batch = committable(list(acked), committed)
+    if batch:
+        assert batch[0] == committed
+        new = batch[-1] + 1
+        assert set(range(committed, new)) <= set(acked)
+
+
+def test_undelivered_is_what_follows_the_last_delivered_offset() -> None:
+    assert undelivered([5, 6, 7, 8], 6) == [7, 8]
+    assert undelivered([5, 6, 7, 8], None) == [5, 6, 7, 8]
+    assert undelivered([5, 6], 6) == []
+
+
+def test_stuck_when_a_later_offset_is_acked_but_not_the_committed_one() -> None:
+    assert stalled_at(100, acked=[105, 106], in_flight=[], position=107, queued=False) == 100
+    # ... or a later one is being handled (a partition's messages are taken in order)
+    assert stalled_at(100, acked=[], in_flight=[101], position=120, queued=True) == 100
+
+
+def test_not_stuck_while_the_committed_offset_is_acked_or_handled() -> None:
+    assert stalled_at(100, acked=[100, 101], in_flight=[], position=102, queued=False) is None
+    assert stalled_at(100, acked=[101], in_flight=[100], position=102, queued=False) is None
+
+
+def test_stuck_when_read_past_with_nothing_in_flight_or_queued() -> None:
+    assert stalled_at(100, acked=[], in_flight=[], position=130, queued=False) == 100
+    # queued messages of the partition will be handled: wait for them
+    assert stalled_at(100, acked=[], in_flight=[], position=130, queued=True) is None
+    # nothing read beyond the committed offset: simply caught up
+    assert stalled_at(100, acked=[], in_flight=[], position=100, queued=False) is None
+    assert stalled_at(100, acked=[], in_flight=[], position=None, queued=False) is None
+    assert stalled_at(None, acked=[5], in_flight=[], position=9, queued=False) is None
