@@ -38,6 +38,7 @@ class Metrics:
     # Observability (web.py's collector and status gauges).
     consumer_lag: Gauge  # steam_consumer_lag_messages{topic}
     table_keys: Gauge  # steam_table_keys{table}
+    consumer_repairs: Counter  # steam_consumer_repairs_total{kind}
     worker_start_time: Gauge  # steam_worker_start_time_seconds
     discord_webhook_configured: Gauge  # steam_discord_webhook_configured
     batch_fallbacks: Counter  # steam_batch_fallbacks_total{reason}
@@ -157,6 +158,15 @@ class Metrics:
                 "Messages not yet processed (end offset - committed offset) in this worker's"
                 " partitions, by topic without the APP_ID prefix",
                 ["topic"],
+                registry=r,
+            ),
+            consumer_repairs=Counter(
+                "steam_consumer_repairs_total",
+                "Messages Faust's consumer would have lost and steamprice.kafka recovered, by"
+                " kind: rewound (fetched, never delivered), redelivered (not dropped as a"
+                " duplicate), ignored_acks (skipped by a stream), reread (a stuck partition"
+                " sought back)",
+                ["kind"],
                 registry=r,
             ),
             table_keys=Gauge(

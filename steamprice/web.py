@@ -61,9 +61,11 @@ class Collector(Service):
         super().__init__(**kwargs)
         self.lag: dict[str, int] = {}
         self._last_error = ""
+        self._repairs: dict[str, int] = {}
 
     @Service.timer(COLLECT_SECONDS)
     async def _collect(self) -> None:
+        self._count_repairs()
         if app.rebalancing:
             return  # the assignment is moving; the next round measures the new one
         try:
@@ -97,6 +99,14 @@ class Collector(Service):
         metrics.consumer_lag.clear()
         for topic, behind in self.lag.items():
             metrics.consumer_lag.labels(topic).set(behind)
+
+    def _count_repairs(self) -> None:
+        counts: dict[str, int] = dict(getattr(app.consumer, "counts", {}))
+        for kind, n in counts.items():
+            new = n - self._repairs.get(kind, 0)
+            if new > 0:
+                metrics.consumer_repairs.labels(kind).inc(new)
+        self._repairs = counts
 
     def _measure_tables(self) -> None:
         for table in app.tables.values():

@@ -26,3 +26,25 @@ async def test_pipeline_status_is_1_while_running_and_0_after_a_clean_stop() -> 
     finally:
         await service.stop()
     assert sample("steam_pipeline_status", pipeline="worker") == 0
+
+
+def test_what_the_consumer_repaired_is_counted_once() -> None:
+    from steamprice import web
+    from steamprice.kafka import Consumer
+    from steamprice.services import metrics
+
+    def reread() -> float:
+        value = metrics.registry.get_sample_value(
+            "steam_consumer_repairs_total", {"kind": "reread"}
+        )
+        return value or 0.0
+
+    consumer = web.app.consumer
+    assert isinstance(consumer, Consumer)  # the app runs on the fixed consumer
+    collector = web.Collector()
+    collector._count_repairs()
+    before = reread()
+    consumer.counts["reread"] += 2
+    collector._count_repairs()
+    collector._count_repairs()
+    assert reread() == before + 2
