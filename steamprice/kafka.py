@@ -24,8 +24,9 @@ What loses them, and what this module does about it (Faust's logic is otherwise 
 * **Whatever is left** shows up one way: a partition's commits stop at an offset that is neither
   acked nor being processed, while a later one is, or while the consumer has read past it and
   nothing of the partition is queued or in flight. A check every few seconds finds such
-  partitions (the same offset twice in a row, no rebalance going on) and seeks them back to it
-  -- or, when retention deleted that offset, lets the commits move on to the log start.
+  partitions (the same offset twice in a row, no rebalance going on) and seeks them back to it.
+  Commits move past the offset instead when its message cannot come: retention deleted it, or
+  it was read again once and still did not arrive (a transaction marker, say).
 
 And an offset is committed only once every offset from the last commit on was acked (Faust's
 check lets one unacked offset through, which a crash would then lose).
@@ -95,6 +96,23 @@ def stalled_at(
     return None
 
 
+def skip_to(
+    offset: int, log_start: int | None, read_again: bool, present: int
+) -> tuple[int, str] | None:
+    """Where commits stuck at ``offset`` may move on to (and why), or None: read it again.
+
+    Past it only when the message cannot come: retention deleted it (``log_start`` is beyond),
+    or it was read again once already (``read_again``) and still did not arrive, so the offset
+    holds no message (a transaction marker from an outside producer, say); then up to
+    ``present``, the next offset seen, as Faust skips a gap.
+    """
+    if log_start is not None and log_start > offset:
+        return log_start, "deleted by retention"
+    if read_again:
+        return max(present, offset + 1), "which holds no message"
+    return None
+
+
 @dataclass
 class Batch:
     """What one ``getmany`` call fetched."""
@@ -147,7 +165,11 @@ class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
     async def log_start(self, tp: TP) -> int | None:
         """The first offset the broker still has for ``tp`` (retention moves it)."""
         ktp = aiokafka.ensure_aiokafka_TP(tp)
-        offsets = await self.call_thread(self._ensure_consumer().beginning_offsets, [ktp])
+        try:
+            offsets = await self.call_thread(self._ensure_consumer().beginning_offsets, [ktp])
+        except Exception as exc:  # the broker away: taken as "not moved by retention"
+            self.log.info("Log start of %s unknown: %r", tp, exc)
+            return None
         return cast(int | None, offsets.get(ktp))
 
     async def rewind(self, tp: TP, first: int, next_offset: int) -> bool:
@@ -172,6 +194,7 @@ class Consumer(aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._suspects: dict[TP, int] = {}
+        self._reread_at: dict[TP, int] = {}
         # What the fixes did, for the logs, tests and metrics.
         self.counts = {"rewound": 0, "redelivered": 0, "ignored_acks": 0, "reread": 0}
 
@@ -254,42 +277,51 @@ class Consumer(aiokafka.Consumer):
         positions = await self.thread.positions(tps)
         suspects: dict[TP, int] = {}
         for tp in tps:
-            offset = stalled_at(
-                self._committed_offset.get(tp),
+            acked, flight, position = (
                 self._acked.get(tp, ()),
                 in_flight.get(tp, ()),
                 positions.get(tp),
+            )
+            offset = stalled_at(
+                self._committed_offset.get(tp),
+                acked,
+                flight,
+                position,
                 queued=not self._queues_empty(tp),
             )
-            if offset is not None:
-                suspects[tp] = offset
-        for tp, offset in list(suspects.items()):
-            if self._suspects.get(tp) == offset:
-                await self._recover(tp, offset)
-                del suspects[tp]
+            if offset is None:
+                continue
+            if self._suspects.get(tp) != offset:
+                suspects[tp] = offset  # once more, at the next check
+                continue
+            later = [o for o in (*acked, *flight) if o > offset]
+            await self._recover(tp, offset, min(later) if later else position or offset + 1)
         self._suspects = suspects
 
     def _queues_empty(self, tp: TP) -> bool:
         channels = getattr(self.app.topics, "_tp_index", {}).get(tp, ())
         return all(channel.queue.empty() for channel in channels)
 
-    async def _recover(self, tp: TP, offset: int) -> None:
+    async def _recover(self, tp: TP, offset: int, present: int) -> None:
+        """Get the commits of ``tp`` past ``offset``; ``present`` is the next offset seen."""
         start = await self.thread.log_start(tp)
-        if start is not None and start > offset:
+        skip = skip_to(offset, start, self._reread_at.get(tp) == offset, present)
+        if skip is None:
             self.log.warning(
-                "Commits of %s are stuck at offset %d, deleted by retention: moving on to %d",
-                *(tp, offset, start),
+                "Commits of %s are stuck at offset %d, which no agent got: reading it again",
+                *(tp, offset),
             )
-            gaps = self._gap[tp]
-            gaps.addi(offset, start)
-            gaps.merge_overlaps()
+            self._reread_at[tp] = offset
+            await self.seek(tp, offset)
+            self.counts["reread"] += 1
             return
+        upto, why = skip
         self.log.warning(
-            "Commits of %s are stuck at offset %d, which no agent got: reading it again",
-            *(tp, offset),
+            "Commits of %s are stuck at offset %d, %s: moving on to %d", tp, offset, why, upto
         )
-        await self.seek(tp, offset)
-        self.counts["reread"] += 1
+        gaps = self._gap[tp]
+        gaps.addi(offset, upto)
+        gaps.merge_overlaps()
 
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from steamprice.kafka import committable, stalled_at, undelivered
+from steamprice.kafka import committable, skip_to, stalled_at, undelivered
 
 
 def test_commits_the_run_of_acked_offsets_that_starts_at_the_committed_one() -> None:
@@ -65,3 +65,21 @@ def test_stuck_when_read_past_with_nothing_in_flight_or_queued() -> None:
     assert stalled_at(100, acked=[], in_flight=[], position=100, queued=False) is None
     assert stalled_at(100, acked=[], in_flight=[], position=None, queued=False) is None
     assert stalled_at(None, acked=[5], in_flight=[], position=9, queued=False) is None
+
+
+def test_stuck_commits_are_read_again_first() -> None:
+    assert skip_to(100, log_start=0, read_again=False, present=105) is None
+    assert skip_to(100, log_start=None, read_again=False, present=105) is None  # broker away
+
+
+def test_stuck_commits_move_on_only_when_the_message_cannot_come() -> None:
+    assert skip_to(100, log_start=250, read_again=False, present=260) == (
+        250,
+        "deleted by retention",
+    )
+    # read again once and still missing: no message there (a transaction marker)
+    assert skip_to(100, log_start=0, read_again=True, present=101) == (
+        101,
+        "which holds no message",
+    )
+    assert skip_to(100, log_start=0, read_again=True, present=100)[0] == 101  # type: ignore[index]
