@@ -49,8 +49,9 @@ FAULT_TESTS := tests/integration/test_faults_*.py
 test: venv up
 	$(PY) -m pytest --ignore-glob='*/integration/test_faults_*'
 
+# -rP: the passing tests' output too, which holds each scenario's measured recovery time.
 test-faults: venv up
-	$(PY) -m pytest $(FAULT_TESTS)
+	$(PY) -m pytest -rP $(FAULT_TESTS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/agents
