@@ -6,7 +6,7 @@ messages arrive at 400 a second: the second joins mid-stream (a rebalance), then
 worker or the other, and the survivor's commits must reach the end of every partition.
 
 Without ``steamprice.kafka`` (``OFFSETS_PLAIN_FAUST=1``), faust-streaming 0.15.3 lost between
-0 and 73 of the 12,000 messages in 8 of 10 runs of this scenario on this machine, with commits
+0 and 73 of the 12,000 messages per run, in 8 of 9 runs of this scenario on this machine, with commits
 moved past them or stuck behind them.
 """
 
