@@ -74,6 +74,17 @@ def store_log(fake: FakeSteam) -> list[Any]:
     return [r for r in fake.requests if r.path == "/api/appdetails"]
 
 
+def limited_steam(scale: float, window: float) -> FakeSteam:
+    """The fake store with Steam's limits, its windows divided by ``scale``."""
+    return FakeSteam(
+        rate_limit=(STEAM_REQUESTS, window),
+        ban_after_429s=20,
+        ban_seconds=STEAM_BAN / scale,
+        penalty_seconds=STEAM_PENALTY / scale,
+        latency=STEAM_LATENCY / scale,
+    )
+
+
 async def sweep(
     tmp: Path,
     fake: FakeSteam,
@@ -176,13 +187,7 @@ async def main() -> dict[str, Any]:
     )
     result: dict[str, Any] = {"scale": scale, "apps": n, "regions": list(regions)}
     with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
-        async with FakeSteam(
-            rate_limit=(STEAM_REQUESTS, window),
-            ban_after_429s=20,
-            ban_seconds=STEAM_BAN / scale,
-            penalty_seconds=STEAM_PENALTY / scale,
-            latency=STEAM_LATENCY / scale,
-        ) as fake:
+        async with limited_steam(scale, window) as fake:
             apps = load_catalog(fake, regions, max(n, n_over))
             print(f"\nPhase 1: sweep of {n:,} apps x {r} regions at the limit", flush=True)
             s = await sweep(
@@ -231,13 +236,7 @@ async def main() -> dict[str, Any]:
             and s["banned_403"] == 0,
         )
 
-        async with FakeSteam(
-            rate_limit=(STEAM_REQUESTS, window),
-            ban_after_429s=20,
-            ban_seconds=STEAM_BAN / scale,
-            penalty_seconds=STEAM_PENALTY / scale,
-            latency=STEAM_LATENCY / scale,
-        ) as fake:
+        async with limited_steam(scale, window) as fake:
             apps = load_catalog(fake, ("us",), n_over)
             print(
                 f"\nPhase 2: {n_over:,} apps x 1 region in batches of 10, worker paced at 2x "

@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 import aiomysql
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from steamprice.database import connect_kwargs, migrate
 from steamprice.models import AppState
 from steamprice.settings import load_settings
+from tests.integration.harness import create_topic
 
 APPS = 200_000
 FAILED_EVERY = 1000  # one app in a thousand has failed
@@ -32,12 +33,7 @@ ROW_CHUNK = 5_000
 
 
 async def fill_changelog(topic: str, now: datetime) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topic(topic, PARTITIONS, KAFKA)
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:

@@ -15,13 +15,17 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import aiomysql
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.fakes import FakeDiscord, FakeSteam
 
 KAFKA = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -59,6 +63,29 @@ async def wait_for(
     raise AssertionError(
         f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}"
     )
+
+
+async def stop_process(
+    proc: asyncio.subprocess.Process | None, sig: int = signal.SIGTERM, timeout: float = 60.0
+) -> int | None:
+    """Send ``sig`` and wait for the exit; SIGKILL after ``timeout``. The exit code, if any."""
+    if proc is None or proc.returncode is not None:
+        return proc.returncode if proc else None
+    proc.send_signal(sig)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        return await proc.wait()
+
+
+async def create_topic(name: str, partitions: int, kafka: str = KAFKA) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 class Pipeline:
@@ -241,14 +268,7 @@ class Worker:
             return await r.text()
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            return await self.proc.wait()
+        return await stop_process(self.proc, sig, timeout)
 
 
 class PrivateMariaDB:
@@ -463,14 +483,7 @@ class PrivateKafka:
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         """SIGTERM (a clean shutdown) or SIGKILL (a crash), and wait until the JVM is gone."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc, sig, 30)
 
 
 class MySQLUser:
@@ -919,6 +932,23 @@ async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[i
         return {tp.partition: (await consumer.committed(tp) or 0, end[tp]) for tp in tps}
     finally:
         await consumer.stop()
+
+
+# The fault tests' fakes, imported by those modules in place of conftest's ``steam`` and
+# ``discord`` fixtures.
+@pytest.fixture(name="steam")
+async def sweep_steam() -> AsyncIterator[FakeSteam]:
+    """No rate limit, a quarter of a second per answer: a sweep of a few thousand apps lasts
+    long enough to be interrupted at chosen points (the fake counts the requests it served)."""
+    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
+        yield fake
+
+
+@pytest.fixture(name="discord")
+async def sweep_discord() -> AsyncIterator[FakeDiscord]:
+    """Discord's channel limit is other tests' subject."""
+    async with FakeDiscord(channel_limit=None) as fake:
+        yield fake
 
 
 # Settings of the sweeps of the fault tests.

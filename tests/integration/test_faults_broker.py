@@ -9,13 +9,10 @@ ground truth says, every change stored and notified once.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (
+from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
     SWEEP_ENV,
     Catalog,
     FaultRun,
@@ -26,24 +23,14 @@ from tests.integration.harness import (
     first_sweep,
     seed_apps,
     served_at_least,
+    sweep_discord,  # noqa: F401
     sweep_problems,
+    sweep_steam,  # noqa: F401
     wait_for,
     wait_until_right,
 )
 
 OUTAGE_SECONDS = 10.0
-
-
-@pytest.fixture
-async def steam() -> AsyncIterator[FakeSteam]:
-    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(channel_limit=None) as fake:
-        yield fake
 
 
 async def test_broker_restart_mid_sweep_loses_nothing(

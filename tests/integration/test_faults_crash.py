@@ -10,13 +10,10 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (
+from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
     SWEEP_BATCH,
     SWEEP_ENV,
     Catalog,
@@ -31,23 +28,11 @@ from tests.integration.harness import (
     pipeline_status_while_stopping,
     seed_apps,
     served_at_least,
+    sweep_discord,  # noqa: F401
     sweep_problems,
+    sweep_steam,  # noqa: F401
     wait_until_right,
 )
-
-
-@pytest.fixture
-async def steam() -> AsyncIterator[FakeSteam]:
-    # A quarter of a second per answer: a sweep of a few thousand apps lasts long enough to be
-    # interrupted at chosen points (the fake counts the requests it served).
-    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(channel_limit=None) as fake:
-        yield fake
 
 
 async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(

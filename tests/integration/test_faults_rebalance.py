@@ -21,9 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.integration.harness import KAFKA, free_port, wait_for
+from tests.integration.harness import KAFKA, create_topic, free_port, stop_process, wait_for
 
 MESSAGES = 12_000
 RATE = 400.0  # per second
@@ -71,13 +70,7 @@ class OffsetsWorker:
         return seen
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 60)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, sig)
 
 
 async def produce(topic: str) -> None:
@@ -108,12 +101,7 @@ async def ends_and_commits(app: str, topic: str) -> tuple[dict[int, int], dict[i
 async def test_no_offset_is_lost_when_a_worker_joins_and_another_dies(tmp_path: Path) -> None:
     app = f"it-offsets-{uuid.uuid4().hex[:8]}"
     topic = f"{app}-in"
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topic(topic, PARTITIONS)
     w1, w2 = OffsetsWorker(tmp_path, "w1", app), OffsetsWorker(tmp_path, "w2", app)
     try:
         await w1.start()

@@ -12,13 +12,10 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (
+from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
     SWEEP_ENV,
     Catalog,
     FaultRun,
@@ -30,24 +27,14 @@ from tests.integration.harness import (
     metric,
     seed_apps,
     served_at_least,
+    sweep_discord,  # noqa: F401
     sweep_problems,
+    sweep_steam,  # noqa: F401
     wait_for,
     wait_until_right,
 )
 
 APPS = range(60_000, 61_500)
-
-
-@pytest.fixture
-async def steam() -> AsyncIterator[FakeSteam]:
-    async with FakeSteam(rate_limit=None, latency=0.25) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(channel_limit=None) as fake:
-        yield fake
 
 
 async def assigned(worker: Worker) -> int:
