@@ -35,9 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.replay import SNAPSHOTS, read_snapshot, shared_data_dir
-from tests.fakes import FakeSteam
-from tests.integration.harness import Pipeline, wait_for
+from tests.support.fakes import FakeSteam
+from tests.support.infra import wait_for
+from tests.support.processes import Pipeline
+from tests.support.replay import SNAPSHOTS, read_snapshot, shared_data_dir
 
 STEAM_REQUESTS, STEAM_WINDOW = 200, 300.0  # Steam's store limit per IP
 STEAM_PENALTY, STEAM_BAN = 16.0, 600.0  # recovery after a 429; ban length (steam-api.md)

@@ -29,7 +29,7 @@ from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
 from steamprice.notifier import DiscordNotifier
 from steamprice.settings import Secret, Settings
-from tests.fakes.discord import FakeDiscord
+from tests.support.fakes.discord import FakeDiscord
 
 CHANGES = 1_000
 SCALE = 10.0

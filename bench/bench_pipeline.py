@@ -17,8 +17,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.replay import SNAPSHOTS, read_snapshot, shared_data_dir
-from tests.integration.harness import KAFKA, Pipeline, wait_for
+from tests.support.infra import KAFKA, wait_for
+from tests.support.processes import Pipeline
+from tests.support.replay import SNAPSHOTS, read_snapshot, shared_data_dir
 
 
 def entry(price: tuple[str, int | None, int | None, int | None]) -> str:

@@ -6,9 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
-from tests.fakes import FakeSteam
-from tests.integration.harness import Pipeline
+from tests.support.fakes import FakeSteam
+from tests.support.processes import Pipeline
+from tests.support.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
 
 
 async def main() -> dict[str, object]:

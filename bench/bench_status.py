@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from steamprice.database import connect_kwargs, migrate
 from steamprice.models import AppState
 from steamprice.settings import load_settings
-from tests.integration.harness import create_topic
+from tests.support.infra import create_topic
 
 APPS = 200_000
 FAILED_EVERY = 1000  # one app in a thousand has failed

@@ -2,7 +2,7 @@
 # `make run`: migrate, start one worker in the background, seed the demo apps, wait until they
 # are priced, then say where to look. `make stop` stops the worker; `make down` the stack.
 #
-#   DEMO=1 make run    also starts the local fake Steam store (tests/fakes/steam.py) and prices
+#   DEMO=1 make run    also starts the local fake Steam store (tests/support/fakes/steam.py) and prices
 #                      against it: for machines that cannot reach store.steampowered.com.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +20,7 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if [ "${DEMO:-0}" = 1 ]; then
   if ! alive "$RUN_DIR/fake-steam.pid"; then
-    nohup "$PY" -m tests.fakes.steam --port 8089 --seed-demo >"$LOG_DIR/fake-steam.log" 2>&1 &
+    nohup "$PY" -m tests.support.fakes.steam --port 8089 --seed-demo >"$LOG_DIR/fake-steam.log" 2>&1 &
     echo $! >"$RUN_DIR/fake-steam.pid"
   fi
   export STEAM_STORE_URL=http://127.0.0.1:8089 STEAM_API_URL=http://127.0.0.1:8089

@@ -8,7 +8,7 @@ number moved.
 
 What ``price_change_number`` means is undocumented. Real lists show many apps sharing one value
 (10 and 20 both at 15351989) and 0 on others: it looks like a store-wide counter stamped on an
-app when its price data last changed. The fake store (``tests/fakes/steam.py``) implements
+app when its price data last changed. The fake store (``tests/support/fakes/steam.py``) implements
 exactly that assumption: a real price change takes the next number and sets ``last_modified`` to
 the current time, so ``if_modified_since`` finds exactly the re-priced apps; the crawler tests
 check that this path re-prices a changed app within one poll and leaves the others alone.

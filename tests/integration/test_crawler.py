@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,22 +10,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.fakes import FakeSteam
-from tests.integration.harness import KAFKA, Pipeline, wait_for
+from tests.support.checks import appdetails_requests, metric_or_zero
+from tests.support.fakes import FakeSteam
+from tests.support.infra import KAFKA, wait_for
+from tests.support.processes import Pipeline
 
 REGIONS = ("us", "de", "jp")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample of a Prometheus text page (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)"
-    m = re.search("^" + pattern + "$", text, re.MULTILINE)
-    return float(m.group(1)) if m else 0.0
-
-
-def store_requests(steam: FakeSteam) -> list[object]:
-    return [r for r in steam.requests if r.path == "/api/appdetails"]
 
 
 async def count(pipeline: Pipeline, sql: str) -> int:
@@ -65,7 +54,7 @@ async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicate
         "SELECT status FROM price_current WHERE app_id = 1111 ORDER BY cc"
     ) == [("unknown",), ("priced",), ("priced",)]  # de odd; jp and us fine
 
-    requests = store_requests(steam)
+    requests = appdetails_requests(steam)
     per_region = Counter(r.query["cc"] for r in requests)  # type: ignore[attr-defined]
     assert per_region == {"us": 3, "de": 3, "jp": 3}  # ceil(250 / 100) per region
     assert sorted(r.n_appids for r in requests) == [50] * 3 + [100] * 6  # type: ignore[attr-defined]
@@ -77,13 +66,15 @@ async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicate
 
     async def metrics_page() -> str:
         text = await worker.metrics()
-        seeds = metric(text, "steam_kafka_messages_total", topic="app-ids", operation="consumed")
+        seeds = metric_or_zero(
+            text, "steam_kafka_messages_total", topic="app-ids", operation="consumed"
+        )
         return text if seeds >= 500 else ""
 
     text = await wait_for("the second seeding to be consumed", metrics_page)
-    assert len(store_requests(steam)) == 9
-    assert metric(text, "steam_queue_size", queue="tracked") == 250
-    assert metric(text, "steam_queue_size", queue="failed") == 0
+    assert len(appdetails_requests(steam)) == 9
+    assert metric_or_zero(text, "steam_queue_size", queue="tracked") == 250
+    assert metric_or_zero(text, "steam_queue_size", queue="failed") == 0
 
 
 @pytest.fixture
@@ -124,12 +115,15 @@ async def test_a_worker_over_the_limit_pauses_and_is_never_banned(
         assert strict_steam.requests_during_penalty == 0
         text = await worker.metrics()
         assert (
-            metric(
+            metric_or_zero(
                 text, "steam_rate_limit_pauses_total", endpoint="appdetails", reason="rate_limited"
             )
             >= 1
         )
-        assert metric(text, "steam_api_requests_total", endpoint="appdetails", status="429") >= 1
+        assert (
+            metric_or_zero(text, "steam_api_requests_total", endpoint="appdetails", status="429")
+            >= 1
+        )
     finally:
         await pipeline.close()
 
@@ -163,12 +157,12 @@ async def test_failing_apps_move_to_the_failed_state_and_retry_failed_requeues_t
 
     async def failed_gauge() -> str:
         text = await worker.metrics()
-        return text if metric(text, "steam_queue_size", queue="failed") == 1 else ""
+        return text if metric_or_zero(text, "steam_queue_size", queue="failed") == 1 else ""
 
     text = await wait_for("steam_queue_size{queue=failed} 1", failed_gauge)
-    assert metric(text, "steam_batch_fallbacks_total", reason="isolate") == 1
+    assert metric_or_zero(text, "steam_batch_fallbacks_total", reason="isolate") == 1
     # Parked: no more requests for 504 while it is failed.
-    asked = sum("504" in r.query["appids"].split(",") for r in store_requests(steam))  # type: ignore[attr-defined]
+    asked = sum("504" in r.query["appids"].split(",") for r in appdetails_requests(steam))  # type: ignore[attr-defined]
 
     steam.set_raw_entry(504, None, None)  # Steam fixed it
     out = await pipeline.cli("retry-failed")
@@ -178,7 +172,7 @@ async def test_failing_apps_move_to_the_failed_state_and_retry_failed_requeues_t
         return await pipeline.query("SELECT status FROM price_current WHERE app_id = 504")
 
     assert await wait_for("app 504 priced after retry-failed", healed) == [("priced",)]
-    asked_after = sum("504" in r.query["appids"].split(",") for r in store_requests(steam))  # type: ignore[attr-defined]
+    asked_after = sum("504" in r.query["appids"].split(",") for r in appdetails_requests(steam))  # type: ignore[attr-defined]
     assert asked_after == asked + 1
     text = await wait_for(
         "the failed gauge back to 0",
@@ -189,7 +183,7 @@ async def test_failing_apps_move_to_the_failed_state_and_retry_failed_requeues_t
 
 async def _gauge_is(worker: object, queue: str, value: float) -> str:
     text = await worker.metrics()  # type: ignore[attr-defined]
-    return text if metric(text, "steam_queue_size", queue=queue) == value else ""
+    return text if metric_or_zero(text, "steam_queue_size", queue=queue) == value else ""
 
 
 async def test_a_store_that_refuses_batches_is_priced_one_app_per_request(
@@ -208,10 +202,10 @@ async def test_a_store_that_refuses_batches_is_priced_one_app_per_request(
         return n if n == len(apps) else 0
 
     await wait_for("every app priced one by one", all_priced)
-    sizes = [r.n_appids for r in store_requests(steam)]  # type: ignore[attr-defined]
+    sizes = [r.n_appids for r in appdetails_requests(steam)]  # type: ignore[attr-defined]
     assert sizes == [4, 1, 1, 1, 1]
     text = await worker.metrics()
-    assert metric(text, "steam_batch_fallbacks_total", reason="refused") == 1
+    assert metric_or_zero(text, "steam_batch_fallbacks_total", reason="refused") == 1
 
 
 GARBAGE: list[bytes] = [
@@ -253,12 +247,13 @@ async def test_a_flood_of_garbage_is_routed_counted_and_never_stops_the_worker(
         text = await worker.metrics()
         return (
             text
-            if metric(text, "steam_bad_input_total", source="seed", reason="invalid") >= 3000
+            if metric_or_zero(text, "steam_bad_input_total", source="seed", reason="invalid")
+            >= 3000
             else ""
         )
 
     text = await wait_for("3000 bad seeds counted", counted, timeout=45)
-    assert metric(text, "steam_bad_input_total", source="seed", reason="invalid") == 3000
+    assert metric_or_zero(text, "steam_bad_input_total", source="seed", reason="invalid") == 3000
 
     async def priced() -> int:
         n = await count(pipeline, "SELECT COUNT(*) FROM price_current WHERE status='priced'")

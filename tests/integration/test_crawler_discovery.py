@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from tests.fakes import FakeSteam
-from tests.integration.harness import Pipeline, wait_for
-from tests.integration.test_crawler import metric, store_requests
+from tests.support.checks import appdetails_requests, metric_or_zero
+from tests.support.fakes import FakeSteam
+from tests.support.infra import wait_for
+from tests.support.processes import Pipeline
 
 
 def asked_for(steam: FakeSteam, app_id: int) -> int:
     """How many store requests named ``app_id``."""
-    return sum(str(app_id) in r.query["appids"].split(",") for r in store_requests(steam))  # type: ignore[attr-defined]
+    return sum(str(app_id) in r.query["appids"].split(",") for r in appdetails_requests(steam))  # type: ignore[attr-defined]
 
 
 async def price_of(pipeline: Pipeline, app_id: int) -> tuple[object, ...] | None:
@@ -44,7 +45,7 @@ async def test_seed_all_discovers_the_catalog_and_the_worker_prices_it(
         return n if n == 300 else 0
 
     await wait_for("300 discovered apps priced", all_priced, timeout=40)
-    assert sorted(r.n_appids for r in store_requests(steam)) == [100, 100, 100]  # type: ignore[attr-defined]
+    assert sorted(r.n_appids for r in appdetails_requests(steam)) == [100, 100, 100]  # type: ignore[attr-defined]
     applist = [r for r in steam.requests if "GetAppList" in r.path]
     assert [r.query["include_dlc"] for r in applist] == ["true"]
     assert all("testkey" not in line for line in out.splitlines())
@@ -83,7 +84,10 @@ async def test_a_change_announced_by_the_app_list_is_repriced_ahead_of_the_sweep
         text = await worker.metrics()
         return (
             text
-            if metric(text, "steam_games_processed_total", task="discovery", status="listed") >= 6
+            if metric_or_zero(
+                text, "steam_games_processed_total", task="discovery", status="listed"
+            )
+            >= 6
             else ""
         )
 
@@ -153,4 +157,4 @@ async def test_the_sweep_catches_what_the_app_list_never_announced(
     # Every tracked app is re-priced by the sweep, not just the changed one.
     assert asked_for(steam, 50) >= 2
     text = await worker.metrics()
-    assert metric(text, "steam_queue_size", queue="tracked") == 2
+    assert metric_or_zero(text, "steam_queue_size", queue="tracked") == 2

@@ -12,8 +12,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from steamprice.discord import changes_shown
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import KAFKA, Pipeline, wait_for
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.infra import KAFKA, wait_for
+from tests.support.processes import Pipeline
 
 APPS = range(101, 113)  # twelve apps: a message of ten embeds, then the rest
 # Faust reads these from the environment. A commit interval far beyond the test keeps every

@@ -17,15 +17,15 @@ from typing import Any
 import aiomysql
 import pytest
 
-import tests.fakes.discord as fake_module
+import tests.support.fakes.discord as fake_module
 from steamprice.database import Database
 from steamprice.discord import changes_shown
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
 from steamprice.notifier import DiscordNotifier
 from steamprice.settings import Secret, Settings
-from tests.fakes.discord import FakeDiscord
-from tests.integration.harness import MYSQL, wait_for
+from tests.support.fakes.discord import FakeDiscord
+from tests.support.infra import MYSQL, wait_for
 
 T = datetime(2025, 11, 27, 18, 0, tzinfo=UTC)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import Pipeline, wait_for
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.infra import wait_for
+from tests.support.processes import Pipeline
 
 CURRENT = (
     "SELECT app_id, cc, status, currency, initial_price, final_price, discount_percent"

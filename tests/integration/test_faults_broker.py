@@ -11,24 +11,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
-    SWEEP_ENV,
-    Catalog,
-    FaultRun,
-    PrivateKafka,
+from tests.support.catalog import Catalog
+from tests.support.checks import (
     Quiet,
     apps_requested,
     commit_problems,
-    first_sweep,
-    seed_apps,
-    served_at_least,
-    sweep_discord,  # noqa: F401
     sweep_problems,
-    sweep_steam,  # noqa: F401
-    wait_for,
     wait_until_right,
 )
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.faults import (
+    SWEEP_ENV,
+    FaultRun,
+    first_sweep,
+    served_at_least,
+)
+from tests.support.infra import PrivateKafka, wait_for
+from tests.support.processes import seed_apps
 
 OUTAGE_SECONDS = 10.0
 

@@ -12,27 +12,26 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
-    SWEEP_BATCH,
-    SWEEP_ENV,
-    Catalog,
-    FaultRun,
+from tests.support.catalog import Catalog, change_rows
+from tests.support.checks import (
     Quiet,
     apps_requested,
-    change_rows,
     commit_problems,
-    committed_offsets,
-    first_sweep,
     metric,
     pipeline_status_while_stopping,
-    seed_apps,
-    served_at_least,
-    sweep_discord,  # noqa: F401
     sweep_problems,
-    sweep_steam,  # noqa: F401
     wait_until_right,
 )
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.faults import (
+    SWEEP_BATCH,
+    SWEEP_ENV,
+    FaultRun,
+    first_sweep,
+    served_at_least,
+)
+from tests.support.infra import committed_offsets
+from tests.support.processes import seed_apps
 
 
 async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(

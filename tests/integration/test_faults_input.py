@@ -19,17 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (
-    Catalog,
-    FaultRun,
-    current_rows,
-    metric,
-    mismatches,
-    produce_raw,
-    wait_for,
-    wait_until_right,
-)
+from tests.support.catalog import Catalog, current_rows
+from tests.support.checks import metric, mismatches, wait_until_right
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.faults import FaultRun
+from tests.support.infra import produce_raw, wait_for
 
 GARBAGE = 5000
 VALID_APPS = range(50_000, 50_200)

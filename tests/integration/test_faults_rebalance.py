@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.integration.harness import KAFKA, create_topic, free_port, stop_process, wait_for
+from tests.support.infra import KAFKA, create_topic, free_port, stop_process, wait_for
 
 MESSAGES = 12_000
 RATE = 400.0  # per second
@@ -46,7 +46,7 @@ class OffsetsWorker:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "faust", "-A", "tests.integration.offsets_app"),
+                *(sys.executable, "-m", "faust", "-A", "tests.support.offsets_app"),
                 *("worker", "-l", "info"),
                 env=self.env,
                 stdout=log,

@@ -14,25 +14,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (  # sweep_*: this module's steam and discord fixtures
-    SWEEP_ENV,
-    Catalog,
-    FaultRun,
+from tests.support.catalog import Catalog
+from tests.support.checks import (
     Quiet,
-    Worker,
     apps_requested,
     commit_problems,
-    first_sweep,
     metric,
-    seed_apps,
-    served_at_least,
-    sweep_discord,  # noqa: F401
     sweep_problems,
-    sweep_steam,  # noqa: F401
-    wait_for,
     wait_until_right,
 )
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.faults import (
+    SWEEP_ENV,
+    FaultRun,
+    first_sweep,
+    served_at_least,
+)
+from tests.support.infra import wait_for
+from tests.support.processes import Worker, seed_apps
 
 APPS = range(60_000, 61_500)
 

@@ -18,17 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import (
-    Catalog,
-    FaultRun,
-    current_rows,
-    metric,
-    mismatches,
-    seed_apps,
-    wait_for,
-    wait_until_right,
-)
+from tests.support.catalog import Catalog, current_rows
+from tests.support.checks import metric, mismatches, wait_until_right
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.faults import FaultRun
+from tests.support.infra import wait_for
+from tests.support.processes import seed_apps
 
 APPS = range(40_000, 41_000)
 BROKEN = (40_123, 40_456, 40_789)  # one per batch: bisecting isolates each

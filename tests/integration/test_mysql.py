@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ import aiomysql
 import pytest
 
 from steamprice.database import SQL_DIR, Database, migrate, migrations
-from steamprice.metrics import Metrics
 from steamprice.models import Observation, PriceChange
-from steamprice.settings import Settings
 from steamprice.storage import write_changes, write_observations
-from tests.integration.harness import MYSQL
+from tests.support.database import Db
+from tests.support.infra import MYSQL
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists")  # IF NOT EXISTS notes
 
@@ -69,48 +67,6 @@ def change(app_id: int, minutes: int, old: int, new: int) -> PriceChange:
         historical_low=min(old, new),
         lowest_90d=old,
     )
-
-
-class Db:
-    """A throwaway database on the shared server, and a started Database service on it."""
-
-    def __init__(self) -> None:
-        self.name = f"it_mysql_{uuid.uuid4().hex[:10]}"
-        self.settings = Settings(
-            mysql_host=str(MYSQL["host"]), mysql_port=int(MYSQL["port"]), mysql_db=self.name
-        )
-        self.metrics = Metrics.create()
-        self.service = Database(self.settings, self.metrics)
-
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = await aiomysql.connect(**MYSQL, db=self.name, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
-
-    async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of the sink's tables, server-set timestamps included (a no-op must not
-        touch them either)."""
-        return {t: await self.query(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[Db]:
-    d = Db()
-    try:
-        yield d
-    finally:
-        if d.service.started:
-            await d.service.stop()
-        conn = await aiomysql.connect(**MYSQL, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{d.name}`")
-        finally:
-            conn.close()
 
 
 async def started(d: Db) -> Database:

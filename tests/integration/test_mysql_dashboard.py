@@ -25,8 +25,8 @@ from steamprice.database import connect_kwargs
 from steamprice.models import Observation, PriceHistory, PriceState
 from steamprice.pricing import apply_observation
 from steamprice.storage import write_changes, write_observations
-from tests.integration.harness import REPO
-from tests.integration.test_mysql import Db
+from tests.support.database import Db
+from tests.support.infra import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.harness import KAFKA, Pipeline, PrivateMariaDB, Worker, wait_for
+from tests.support.infra import KAFKA, PrivateMariaDB, wait_for
+from tests.support.processes import Pipeline, Worker
 
 T0 = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 APPS = range(100, 140)

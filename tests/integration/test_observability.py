@@ -20,14 +20,15 @@ import aiomysql
 import pytest
 import yaml
 
-from tests.fakes import FakeDiscord, FakeSteam
-from tests.integration.harness import MYSQL, Pipeline, Worker, free_port, wait_for
-from tests.unit.test_deployment import (
+from tests.support.fakes import FakeDiscord, FakeSteam
+from tests.support.infra import MYSQL, free_port, wait_for
+from tests.support.monitoring import (
     PROMETHEUS_DIR,
     grafana_expr,
     operations_dashboard,
     panel_queries,
 )
+from tests.support.processes import Pipeline, Worker
 
 SCRAPE_SECONDS = 1.0
 # Panels that may rightly be empty after a healthy run: no MySQL outage happened.

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from bench.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
-from tests.fakes import FakeSteam
-from tests.integration.harness import Pipeline
+from tests.support.fakes import FakeSteam
+from tests.support.processes import Pipeline
+from tests.support.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
 
 DATA = shared_data_dir()
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_deployment import (
+from tests.support.monitoring import (
     PROMETHEUS_DIR,
     grafana_expr,
     operations_dashboard,

@@ -29,7 +29,7 @@ from steamprice.discord import (
     text_len,
 )
 from steamprice.models import PriceChange
-from tests.fakes.discord import CLOUDFLARE_BODY, validate_payload
+from tests.support.fakes.discord import CLOUDFLARE_BODY, validate_payload
 
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
 

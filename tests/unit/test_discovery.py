@@ -12,7 +12,7 @@ from steamprice.metrics import Metrics
 from steamprice.settings import Secret, Settings
 from steamprice.steam import AppListEntry, AppListPage, StoreError
 from steamprice.store_client import StoreClient
-from tests.fakes import FakeSteam
+from tests.support.fakes import FakeSteam
 
 
 class Pages:

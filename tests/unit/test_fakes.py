@@ -1,4 +1,4 @@
-"""Unit tests of the fake Steam/SteamSpy and Discord servers in ``tests/fakes``.
+"""Unit tests of the fake Steam/SteamSpy and Discord servers in ``tests/support/fakes``.
 
 Each documented behaviour of ``/work/shared/docs/steam-api.md`` that the fakes promise is proven
 here against a real socket. Limits are exercised with a controllable clock (``ManualClock``) so
@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes import FakeDiscord as LazyFakeDiscord
-from tests.fakes import FakeSteam as LazyFakeSteam
-from tests.fakes.discord import FakeDiscord
-from tests.fakes.steam import FakeSteam, format_price
+from tests.support.fakes import FakeDiscord as LazyFakeDiscord
+from tests.support.fakes import FakeSteam as LazyFakeSteam
+from tests.support.fakes.discord import FakeDiscord
+from tests.support.fakes.steam import FakeSteam, format_price
 
 
 class ManualClock:

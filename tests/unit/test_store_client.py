@@ -20,7 +20,7 @@ from steamprice.metrics import Metrics
 from steamprice.settings import Secret, Settings
 from steamprice.steam import USER_AGENT, StoreError, app_list_params, parse_entry
 from steamprice.store_client import StoreClient
-from tests.fakes import FakeSteam
+from tests.support.fakes import FakeSteam
 
 APPS = list(range(10, 18))
 

@@ -5,9 +5,9 @@ talks to these aiohttp servers instead. They follow ``/work/shared/docs/steam-ap
 quirks and limits included (``null`` bodies on 400/429, ``data: []`` for unpriced apps,
 ``retry_after`` in milliseconds on unversioned Discord URLs ...).
 
-* :class:`tests.fakes.steam.FakeSteam` -- store ``/api/appdetails``, ``IStoreService/GetAppList``
+* :class:`tests.support.fakes.steam.FakeSteam` -- store ``/api/appdetails``, ``IStoreService/GetAppList``
   and SteamSpy ``/api.php`` on one port.
-* :class:`tests.fakes.discord.FakeDiscord` -- execute-webhook endpoints of every API version.
+* :class:`tests.support.fakes.discord.FakeDiscord` -- execute-webhook endpoints of every API version.
 
 Both share :class:`FakeServer` for their lifecycle::
 
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from tests.fakes.discord import FakeDiscord
-    from tests.fakes.steam import FakeSteam
+    from tests.support.fakes.discord import FakeDiscord
+    from tests.support.fakes.steam import FakeSteam
 
 __all__ = ["Clock", "FakeDiscord", "FakeServer", "FakeSteam", "run_until_signalled"]
 
@@ -101,7 +101,7 @@ class FakeServer:
 
 
 async def run_until_signalled(server: FakeServer, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM: the standalone ``python -m tests.fakes.<name>`` mode."""
+    """Serve until SIGINT/SIGTERM: the standalone ``python -m tests.support.fakes.<name>`` mode."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,11 +118,11 @@ def __getattr__(name: str) -> Any:
     # Lazy re-exports (PEP 562): the submodules import FakeServer from here, so importing them
     # eagerly at the top of this module would be circular.
     if name == "FakeSteam":
-        from tests.fakes.steam import FakeSteam
+        from tests.support.fakes.steam import FakeSteam
 
         return FakeSteam
     if name == "FakeDiscord":
-        from tests.fakes.discord import FakeDiscord
+        from tests.support.fakes.discord import FakeDiscord
 
         return FakeDiscord
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """A minimal Faust app for the rebalance test: it records every (partition, offset) it handles.
 
-Run as ``faust -A tests.integration.offsets_app worker`` with ``OFFSETS_APP`` (app id and topic
+Run as ``faust -A tests.support.offsets_app worker`` with ``OFFSETS_APP`` (app id and topic
 prefix), ``OFFSETS_OUT`` (the file to append to), ``WEB_PORT`` and ``DATA_DIR``. It has a table
 with a standby replica, like the pipeline, so that rebalances go through Faust's recovery.
 ``OFFSETS_PLAIN_FAUST=1`` builds it on ``faust.App`` instead of ``steamprice.kafka.App`` (to

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from tests.fakes import Clock, FakeServer, run_until_signalled
+from tests.support.fakes import Clock, FakeServer, run_until_signalled
 
 __all__ = ["FAULT_KINDS", "DiscordMessage", "DiscordRequest", "FakeDiscord"]
 
@@ -614,7 +614,7 @@ def validate_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
 
 def main(argv: Iterable[str] | None = None) -> None:
     """Serve a FakeDiscord until SIGINT/SIGTERM (for demos and manual runs)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.discord")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.fakes.discord")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     args = parser.parse_args(list(argv) if argv is not None else None)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.fakes import FakeSteam
-from tests.integration.harness import Pipeline, wait_for
+from tests.support.fakes import FakeSteam
+from tests.support.infra import wait_for
+from tests.support.processes import Pipeline
 
 SNAPSHOTS = ("prices-2025-08-17.csv.gz", "prices-2025-08-18.csv.gz")
 

@@ -41,7 +41,7 @@ One base URL serves as ``STEAM_STORE_URL``, ``STEAM_API_URL`` and (with ``/api.p
 Faults can be injected per endpoint with :meth:`FakeSteam.fail_next` or at random with
 :meth:`FakeSteam.chaos`; every request is recorded in :attr:`FakeSteam.requests`.
 
-Standalone: ``python -m tests.fakes.steam --port 8089 [--snapshot PATH] [--rate-limit 200/300]
+Standalone: ``python -m tests.support.fakes.steam --port 8089 [--snapshot PATH] [--rate-limit 200/300]
 [--seed-demo]`` serves until SIGINT/SIGTERM.
 """
 
@@ -64,7 +64,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from tests.fakes import Clock, FakeServer, run_until_signalled
+from tests.support.fakes import Clock, FakeServer, run_until_signalled
 
 __all__ = [
     "CURRENCY_BY_CC",
@@ -769,7 +769,7 @@ class FakeSteam(FakeServer):
         is_free = app_id in self._free
         assets = f"https://shared.akamai.steamstatic.com/store_item_assets/steam/apps/{app_id}"
         developer = f"Studio {app_id % 97}"
-        description = f"{name} is a fake {app_type} served by tests.fakes.steam."
+        description = f"{name} is a fake {app_type} served by tests.support.fakes.steam."
         data: dict[str, Any] = {
             "type": app_type,
             "name": name,
@@ -995,7 +995,9 @@ def _parse_rate_limit(text: str) -> tuple[int, float] | None:
 
 def main(argv: Iterable[str] | None = None) -> None:
     """Serve a FakeSteam until SIGINT/SIGTERM (for demos and manual runs)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.steam", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.fakes.steam", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--snapshot", help="SteamSpy snapshot CSV(.gz) to load into --cc")

@@ -1,0 +1,213 @@
+"""Real pipeline processes: an isolated Pipeline (topics, database, data dirs) and its Workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import aiomysql
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, stop_process, wait_for
+
+T = TypeVar("T")
+
+
+class Pipeline:
+    """One isolated pipeline: its own APP_ID (topic prefix), database, data dir and web port."""
+
+    def __init__(self, tmp: Path, **env: str) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.app_id = f"it-{tag}"
+        self.db = f"it_{tag}"
+        self.tmp = tmp
+        self.env = {
+            **os.environ,
+            "KAFKA_BROKER": f"kafka://{KAFKA}",
+            "APP_ID": self.app_id,
+            "MYSQL_DB": self.db,
+            "MYSQL_HOST": MYSQL["host"],
+            "MYSQL_PORT": str(MYSQL["port"]),
+            "MYSQL_USER": MYSQL["user"],
+            "MYSQL_PASSWORD": MYSQL["password"],
+            "TOPIC_PARTITIONS": "4",
+            "SCHEDULE_TICK_SECONDS": "1",
+            "STEAM_BATCH_WAIT_SECONDS": "0.5",
+            "SINK_BATCH_SECONDS": "0.3",
+            "STEAM_MAX_REQUESTS_PER_MINUTE": "600",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        # The broker this pipeline's own producers and consumers use (a private one when the
+        # test passes KAFKA_BROKER).
+        self.kafka = self.env["KAFKA_BROKER"].split("://", 1)[-1]
+        self.workers: list[Worker] = []
+
+    def topic(self, short: str) -> str:
+        return f"{self.app_id}.{short}"
+
+    def worker(self, name: str = "w1", **env: str) -> Worker:
+        w = Worker(self, name, env)
+        self.workers.append(w)
+        return w
+
+    async def cli(self, *args: str, stdin: bytes | None = None) -> str:
+        """Run ``steamprice ARGS`` with this pipeline's settings; returns its output."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "steamprice",
+            *args,
+            env={**self.env, "DATA_DIR": str(self.tmp / "cli-data")},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=self.tmp,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
+        text = out.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {proc.returncode}:\n{text}")
+        return text
+
+    async def send_raw(self, short: str, values: list[bytes], key: bytes | None = None) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.kafka)
+        await producer.start()
+        try:
+            for v in values:
+                await producer.send_and_wait(self.topic(short), v, key=key)
+        finally:
+            await producer.stop()
+
+    async def read_topic(self, short: str) -> list[tuple[bytes | None, bytes | None]]:
+        """Every message now in a topic (all partitions), oldest first per partition."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            name = self.topic(short)
+            parts = consumer.partitions_for_topic(name)
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(name) or set()
+            tps = [TopicPartition(name, p) for p in sorted(parts)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            out: list[tuple[bytes | None, bytes | None]] = []
+            for tp in tps:
+                while await consumer.position(tp) < end[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    for records in batch.values():
+                        out.extend((r.key, r.value) for r in records)
+            return out
+        finally:
+            await consumer.stop()
+
+    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        try:
+            conn = await aiomysql.connect(**MYSQL, db=self.db, autocommit=True)
+        except Exception:  # the database may not exist yet
+            return []
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, args)
+                return list(await cur.fetchall())
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        for w in self.workers:
+            await w.stop()
+        conn = await aiomysql.connect(**MYSQL, autocommit=True)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(f"DROP DATABASE IF EXISTS `{self.db}`")
+        finally:
+            conn.close()
+
+
+class Worker:
+    """A ``steamprice worker`` subprocess with its log in a file."""
+
+    def __init__(self, pipeline: Pipeline, name: str, env: dict[str, str]) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.port = free_port()
+        self.data_dir = pipeline.tmp / f"{name}-data"
+        self.log_path = pipeline.tmp / f"{name}.log"
+        self.env = {
+            **pipeline.env,
+            "WEB_PORT": str(self.port),
+            "DATA_DIR": str(self.data_dir),
+            **env,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, wait: bool = True) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "steamprice",
+            "worker",
+            "-l",
+            "info",
+            env=self.env,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=self.pipeline.tmp,
+        )
+        log.close()
+        if wait:
+            await self.wait_consuming()
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+    async def health(self) -> dict[str, Any] | None:
+        if self.proc is not None and self.proc.returncode is not None:
+            raise AssertionError(
+                f"worker {self.name} exited {self.proc.returncode}:\n" + self.log()[-5000:]
+            )
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{self.url}/health") as r:
+                return dict(await r.json())
+        except (aiohttp.ClientError, json.JSONDecodeError, OSError):
+            return None
+
+    async def wait_consuming(self, timeout: float = 90.0) -> None:
+        async def consuming() -> bool:
+            h = await self.health()
+            return bool(h and h.get("consuming"))
+
+        await wait_for(f"worker {self.name} to consume", consuming, timeout=timeout, every=0.5)
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/metrics") as r:
+            return await r.text()
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        return await stop_process(self.proc, sig, timeout)
+
+
+async def seed_apps(pipeline: Pipeline, apps: Iterable[int]) -> int:
+    """Put app ids on the seed topic as ``kcat`` would (a bare number, keyed by itself)."""
+    items = [(str(a).encode(), str(a).encode()) for a in apps]
+    return await produce_raw(pipeline.kafka, pipeline.topic("app-ids"), items)
+
+
+# (status, currency, initial, final, discount) of one app in one region, as price_current has it.
