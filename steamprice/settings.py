@@ -44,7 +44,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of a worker; field comments are the documentation (see README)."""
+    """Every setting of a worker; field comments are the documentation (see docs/configuration.md)."""
 
     # Kafka bootstrap URL(s), e.g. ``kafka://127.0.0.1:9092``.
     kafka_broker: str = "kafka://127.0.0.1:9092"
@@ -92,7 +92,7 @@ class Settings:
     seed_dedupe_seconds: float = 60.0
     # Consecutive failed fetches before an app moves to the failed state.
     max_failures: int = 5
-    # Crawler (see README "Crawler"). Pause after a 403 "Access Denied" page (doubles on
+    # Crawler (see docs/crawler.md). Pause after a 403 "Access Denied" page (doubles on
     # repeats, at most 4x); every store request waits it out.
     steam_ban_pause_seconds: float = 900.0
     # First wait before a store request that failed (5xx, timeout, truncated or non-JSON body)

@@ -1,0 +1,31 @@
+"""The documentation matches the code: every setting the worker reads is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def settings_read() -> set[str]:
+    """The environment variables ``load_settings`` reads (its ``get("NAME", ...)`` calls)."""
+    source = (ROOT / "steamprice" / "settings.py").read_text(encoding="utf-8")
+    names = set(re.findall(r'\bget\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert len(names) > 40, "load_settings no longer reads settings through get(...)"
+    return names
+
+
+def test_every_setting_is_documented() -> None:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
+    undocumented = sorted(n for n in settings_read() if f"`{n}`" not in text)
+    assert not undocumented, f"settings missing from README.md and docs/: {undocumented}"
+
+
+def test_readme_is_a_front_door() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    assert "make run" in readme and "make test" in readme
+    for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
+        assert (ROOT / link).is_file(), link
