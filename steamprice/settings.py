@@ -44,7 +44,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of a worker; field comments are the documentation (see docs/configuration.md)."""
+    """Every setting of a worker; field comments document them (and docs/configuration.md)."""
 
     # Kafka bootstrap URL(s), e.g. ``kafka://127.0.0.1:9092``.
     kafka_broker: str = "kafka://127.0.0.1:9092"
