@@ -509,11 +509,13 @@ class PriceRow:
     last_change: Change | None = None
 
     def to_json(self) -> dict[str, Any]:
+        price = self.price.to_json()
+        del price["lowest_90d"], price["lowest_90d_at"]  # an app page's figure (its history)
         return {
             "app_id": self.app_id,
             "name": self.name,
             "store_url": store_url(self.app_id),
-            **self.price.to_json(),
+            **price,
             "last_change": self.last_change.to_json() if self.last_change else None,
             "regions": [r.brief_json() for r in self.regions],
         }

@@ -170,10 +170,10 @@ async def load_prices(query: pq.PriceQuery) -> tuple[list[pq.PriceRow], bool, li
 
 
 async def load_app(app_id: int, now: datetime) -> pq.AppDetail:
-    async def work(cur: aiomysql.Cursor) -> pq.AppDetail:
+    async def work(cur: aiomysql.Cursor) -> pq.AppDetail | None:
         found = await _rows(cur, pq.APP_SQL, (app_id,))
         if not found:
-            raise pq.NotFound(f"app {app_id} is not tracked")
+            return None
         return pq.app_detail(
             found[0],
             await _rows(cur, pq.APP_PRICES_SQL, (app_id,)),
@@ -182,7 +182,10 @@ async def load_app(app_id: int, now: datetime) -> pq.AppDetail:
             now,
         )
 
-    return await reader.read(work)
+    detail = await reader.read(work)
+    if detail is None:
+        raise pq.NotFound(f"app {app_id} is not tracked")
+    return detail
 
 
 async def load_changes(query: pq.ChangeQuery) -> tuple[list[pq.Change], bool, list[str]]:

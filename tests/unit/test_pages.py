@@ -381,3 +381,25 @@ def test_json_of_an_app_has_the_contract_keys() -> None:
     } <= set(us)  # fmt: skip
     assert us["discount_ends_at"] == "2025-08-19T12:00:00+00:00"
     assert us["lowest_90d"] == 499 and us["at_historical_low"] is True
+
+
+def test_a_price_list_row_joins_its_regions_and_its_last_change() -> None:
+    main = [(7, "Portal", "us", "priced", "USD", 999, 499, 50, N, None, 499, N)]
+    others = [(7, "gb", "priced", "GBP", 799, 799, 0), (7, "us", "priced", "USD", 999, 499, 50)]
+    newest = (
+        "f" * 40, 7, "Portal", "us", "discount_started", "USD", "priced", "priced", "USD",
+        999, 999, 0, 999, 499, 50, N, 1, 0, 499, 999, None,
+    )  # fmt: skip
+    [row] = pq.price_rows(main, others, [newest])
+    assert [r.cc for r in row.regions] == ["gb", "us"]
+    assert row.last_change is not None and row.last_change.observed_at == T
+    assert row.last_change.new_historical_low is True
+    doc = row.to_json()
+    assert doc["final_price"] == 499 and doc["at_historical_low"] is True
+    assert doc["historical_low_at"] == "2025-08-17T12:00:00+00:00"
+    assert "lowest_90d" not in doc and "history" not in doc
+    assert doc["regions"][0] == {
+        "cc": "gb", "status": "priced", "currency": "GBP", "initial_price": 799,
+        "final_price": 799, "discount_percent": 0,
+    }  # fmt: skip
+    assert doc["last_change"]["kind"] == "discount_started"
