@@ -156,7 +156,7 @@ async def _regions(cur: aiomysql.Cursor) -> list[str]:
 async def load_prices(query: pq.PriceQuery) -> tuple[list[pq.PriceRow], bool, list[str]]:
     async def work(cur: aiomysql.Cursor) -> tuple[list[pq.PriceRow], bool, list[str]]:
         rows = await _rows(cur, *pq.price_list_sql(query))
-        has_next = len(rows) > query.per_page
+        has_next = len(rows) > query.per_page and query.page < pq.deepest_page(query.per_page)
         rows = rows[: query.per_page]
         ids = [int(r[0]) for r in rows]
         regions: list[tuple[Any, ...]] = []
