@@ -20,6 +20,7 @@ AGENT_MODULES = [
     "steamprice.sinks.mysql",
     "steamprice.sinks.discord",
     "steamprice.web",
+    "steamprice.pages.views",
     "steamprice.cli",
     "steamprice.status",
 ]

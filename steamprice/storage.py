@@ -83,6 +83,19 @@ UPSERT_PRICE_HISTORY = (
 )
 
 
+# The lowest price of an app per region and currency (sql/020): the lower price wins, and at an
+# equal price the later period start; commutative and idempotent, so batches may arrive in any
+# order or twice. low_at is assigned first: it compares against the low_final being replaced.
+UPSERT_PRICE_LOWS = (
+    "INSERT INTO price_lows (app_id, cc, currency, low_final, low_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE"
+    " low_at = IF(VALUES(low_final) < low_final, VALUES(low_at),"
+    " IF(VALUES(low_final) = low_final, GREATEST(low_at, VALUES(low_at)), low_at)),"
+    " low_final = LEAST(low_final, VALUES(low_final))"
+)
+
+
 def utc_naive(moment: datetime) -> datetime:
     """DATETIME columns hold UTC without a zone."""
     if moment.tzinfo is None:
@@ -279,6 +292,28 @@ def plan_history(
     return [touched[k].row() for k in sorted(touched)]
 
 
+def low_rows(history: Iterable[Row]) -> list[Row]:
+    """``price_lows`` rows for the ``price_history`` rows of a batch (``plan_history``'s output).
+
+    One per (app, region, currency): the lowest final price of the priced periods and the
+    latest start of a period at that price.
+    """
+    lows: dict[tuple[int, str, str], tuple[int, datetime]] = {}
+    for row in history:
+        period = Period.from_row(row)
+        if period.status != PRICED or period.currency is None or period.final is None:
+            continue
+        key = (period.app_id, period.cc, period.currency)
+        found = lows.get(key)
+        if (
+            found is None
+            or period.final < found[0]
+            or (period.final == found[0] and period.valid_from > found[1])
+        ):
+            lows[key] = (period.final, period.valid_from)
+    return [(*key, final, at) for key, (final, at) in sorted(lows.items())]
+
+
 def chunks(rows: Sequence[Row], size: int = 1000) -> Iterable[Sequence[Row]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
@@ -348,6 +383,7 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
             open_periods[key] = p
     history = plan_history(open_periods, batch)
     await insert_rows(cur, UPSERT_PRICE_HISTORY, history)
+    await insert_rows(cur, UPSERT_PRICE_LOWS, low_rows(history))
     current = price_current_rows(batch)
     await insert_rows(cur, UPSERT_PRICE_CURRENT, current)
     return Counter({"price_current": len(current), "price_history": len(history)})
