@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> faust.App:
     return App(
         settings.app_id,
         broker=settings.kafka_broker,
-        store="rocksdb://",
+        store=settings.table_store,
         datadir=str(Path(settings.data_dir).resolve()),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
