@@ -3,21 +3,26 @@
 Agents are driven with ``agent.test_context()`` (faust's testing guide). The app of this
 process is built once, by :func:`build_in_process_app`, with ``TABLE_STORE=memory://`` and a
 broker address nothing listens on; what an agent sends to a topic is recorded by :class:`Sent`
-instead of being produced.
+instead of being produced, and the services an agent talks to (MySQL, the Discord notifier) are
+replaced by fakes (:class:`FakeService`, :class:`FakeWriter`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import faust
 
+from steamprice.storage import SinkOutcome
 from tests.support.infra import wait_for
 
 # What the in-process app is built with: memory tables, nothing on disk, and a broker address
@@ -121,10 +126,56 @@ class Sent:
 
         def send_soon(
             key: Any = None, value: Any = None, partition: int | None = None, **_: Any
-        ) -> None:
+        ) -> Any:
             self.records.append(Record(name, key, value, partition))
+            # The table reads the partition back from the future of the send.
+            return SimpleNamespace(message=SimpleNamespace(partition=partition))
 
         return send_soon
+
+
+@dataclass
+class FakeWriter:
+    """A sink's write (``write_observations``, ``notifier.enqueue`` ...) that records batches.
+
+    Each call records its batch, then waits for ``gate`` when one is set (so a test can look
+    at the acks while a write is in progress), then raises ``error`` when one is set, else
+    returns like a committed transaction.
+    """
+
+    batches: list[list[Any]] = field(default_factory=list)
+    returned: int = 0
+    gate: asyncio.Event | None = None
+    error: BaseException | None = None
+
+    async def write(self, *args: Any) -> SinkOutcome:
+        values = list(args[-1])  # write_observations(db, batch) or notifier.enqueue(batch)
+        self.batches.append(values)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        self.returned += 1
+        return SinkOutcome(written=Counter({"price_current": len(values)}), rejected=0)
+
+    async def wait_for_batches(self, n: int, timeout: float = 10.0) -> None:
+        async def enough() -> bool:
+            return len(self.batches) >= n
+
+        await wait_for(f"{n} batch(es) handed to the writer", enough, timeout, every=0.01)
+
+
+class FakeService:
+    """Stands in for a worker service an agent starts (``maybe_start``), with given methods."""
+
+    def __init__(self, **methods: Any) -> None:
+        self.started = False
+        for name, method in methods.items():
+            setattr(self, name, method)
+
+    async def maybe_start(self) -> bool:
+        self.started = True
+        return True
 
 
 async def processed(event: Any, timeout: float = 10.0) -> None:
@@ -138,3 +189,12 @@ async def processed(event: Any, timeout: float = 10.0) -> None:
 
 def acked(events: list[Any]) -> list[bool]:
     return [bool(e.message.acked) for e in events]
+
+
+async def stopped(agent: Any, timeout: float = 10.0) -> None:
+    """Wait until every actor of ``agent`` (a test context) has returned."""
+
+    async def done() -> bool:
+        return all(actor.actor_task.done() for actor in agent._actors)
+
+    await wait_for(f"agent {agent.name} to stop", done, timeout=timeout, every=0.01)
