@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,18 +18,12 @@ from pathlib import Path
 from tests.support.fakes import FakeSteam
 from tests.support.infra import wait_for
 from tests.support.processes import Pipeline
+from tests.support.shared import shared_data_dir  # noqa: F401 (the benchmarks take it from here)
 
 SNAPSHOTS = ("prices-2025-08-17.csv.gz", "prices-2025-08-18.csv.gz")
 
 # (status, initial, final, discount) as Steam would serve it for the us region.
 Price = tuple[str, int | None, int | None, int | None]
-
-
-def shared_data_dir() -> Path | None:
-    """``STEAMPRICE_SHARED_DATA`` or ``../shared/data/steam`` beside the repo, if present."""
-    here = Path(__file__).resolve().parents[1]
-    path = Path(os.environ.get("STEAMPRICE_SHARED_DATA", here.parent / "shared" / "data" / "steam"))
-    return path if all((path / name).is_file() for name in SNAPSHOTS) else None
 
 
 def read_snapshot(path: Path) -> dict[int, Price]:
