@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         # the group is assigned with; the consumer only takes it on at its next metadata
         # refresh (default: 5 minutes without consuming seeds). Found by the fault suite.
         consumer_metadata_max_age_ms=10_000,
+        allow_untested_versions=settings.allow_untested_faust,
     )
 
 

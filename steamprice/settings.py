@@ -56,6 +56,9 @@ class Settings:
     topic_partitions: int = 8
     # Where RocksDB table state lives (one folder per worker).
     data_dir: str = "./data"
+    # Start a worker on faust-streaming/aiokafka releases other than those steamprice/kafka.py
+    # was proven against (it patches their internals; docs/architecture.md): with a warning.
+    allow_untested_faust: bool = False
     # Faust table store: ``rocksdb://`` (on disk in DATA_DIR, what workers run) or ``memory://``
     # (nothing on disk; the agent tests drive agents in-process with it).
     table_store: str = "rocksdb://"
@@ -300,6 +303,7 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "topic_partitions": get("TOPIC_PARTITIONS", d.topic_partitions, int),
         "data_dir": get("DATA_DIR", d.data_dir),
         "table_store": get("TABLE_STORE", d.table_store),
+        "allow_untested_faust": get("ALLOW_UNTESTED_FAUST", d.allow_untested_faust, _bool),
         "web_port": get("WEB_PORT", d.web_port, int),
         "web_host": get("WEB_HOST", d.web_host),
         "enable_metrics": get("ENABLE_METRICS", d.enable_metrics, _bool),
