@@ -15,7 +15,6 @@ AGENT_MODULES = [
     "steamprice.agents.crawl",
     "steamprice.agents.discovery",
     "steamprice.agents.enrich",
-    "steamprice.agents.normalize",
     "steamprice.agents.changes",
     "steamprice.sinks.mysql",
     "steamprice.sinks.discord",

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from steamprice.batches import ObservedBatch, observed_record, read_observed
 from steamprice.database import DatabaseStopping
 from steamprice.sinks import discord as discord_sink
 from steamprice.sinks import mysql as mysql_sink
 from tests.support.agents import FakeService, FakeWriter, acked, processed, stopped
-from tests.support.records import observation, price_change
+from tests.support.records import T, observation, price_change
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Sink:
     agent: Any
     record: Callable[[int], Any]
     patch: Callable[[pytest.MonkeyPatch, FakeWriter], None]
+    # What the writer receives for a record (price_current: the decoded batch).
+    written: Callable[[Any], Any] = lambda record: record
 
 
 def _mysql(writer_name: str) -> Callable[[pytest.MonkeyPatch, FakeWriter], None]:
@@ -44,8 +47,11 @@ def _discord(monkeypatch: pytest.MonkeyPatch, writer: FakeWriter) -> None:
 SINKS = {
     "price_current": Sink(
         mysql_sink.sink_price_current,
-        lambda n: observation(app_id=n, obs_id=f"o{n}"),
-        _mysql("write_observations"),
+        lambda n: observed_record(
+            ObservedBatch("us", T, f"o{n}", [observation(app_id=n, obs_id=f"o{n}")], [True])
+        ),
+        _mysql("write_batches"),
+        read_observed,
     ),
     "price_changes": Sink(
         mysql_sink.sink_price_changes,
@@ -78,7 +84,7 @@ async def test_a_batch_is_acked_only_once_its_write_returned(
     async with sink.agent.test_context() as agent:
         events = [await agent.put(sink.record(n), key=n) for n in (1, 2, 3)]
         await writer.wait_for_batches(1)
-        assert writer.batches == [[sink.record(n) for n in (1, 2, 3)]]
+        assert writer.batches == [[sink.written(sink.record(n)) for n in (1, 2, 3)]]
         assert acked(events) == [False] * 3  # the write is still in progress
 
         assert writer.gate is not None
@@ -102,7 +108,8 @@ async def test_each_batch_is_acked_after_its_own_write(sink: Sink, writer: FakeW
         assert acked([second]) == [False]
         writer.gate.set()
         await processed(second)
-    assert writer.batches == [[sink.record(1), sink.record(2)], [sink.record(3)]]
+    written = [sink.written(sink.record(n)) for n in (1, 2, 3)]
+    assert writer.batches == [written[:2], written[2:]]
 
 
 async def test_a_write_stopped_by_shutdown_acks_nothing(sink: Sink, writer: FakeWriter) -> None:

@@ -87,14 +87,18 @@ async def _wait_priced(
     timeout: float,
     name: str,
 ) -> None:
-    """Wait until ``want`` apps have a price observed at or after ``since``; report progress."""
+    """Wait until ``want`` apps were checked at or after ``since``; report progress.
+
+    An unchanged price is not written to price_current again: each batch the sink receives
+    records its check in price_checks instead (``apps`` of them; an app is checked once a pass).
+    """
     started = time.monotonic()
     last_report = started
 
     async def repriced() -> bool:
         nonlocal last_report
         rows = await pipeline.query(
-            "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s", (since,)
+            "SELECT COALESCE(SUM(apps), 0) FROM price_checks WHERE checked_at >= %s", (since,)
         )
         n = int(rows[0][0]) if rows else 0
         if time.monotonic() - last_report > 15:
