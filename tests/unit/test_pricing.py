@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -358,3 +359,13 @@ def test_the_stored_json_gives_the_same_answer_as_the_record(
         assert fast == slow
         pipe.apply(o)
         seen.append(o)
+
+
+def test_the_stored_json_path_applies_a_different_price_of_the_same_instant() -> None:
+    pipe, _ = run(obs(0))
+    assert pipe.state is not None
+    same_time = dataclasses.replace(obs(0, final=999, discount=50), obs_id="other")
+    stored = json.loads(pipe.state.dumps())
+    fast = apply_stored(stored, same_time)
+    assert fast == apply_observation(pipe.state, same_time)
+    assert fast.news and [e.kind for e in fast.events] == [DISCOUNT_STARTED]
