@@ -413,18 +413,19 @@ async def write_batches(db: Database, batches: Sequence[ObservedBatch]) -> SinkO
     kept: list[ObservedBatch] = []
     rejected = 0
     for b in batches:
-        bad = {id(o) for o in b.stored() if observation_problem(o) is not None}
+        problems = {id(o): why for o in b.stored() if (why := observation_problem(o)) is not None}
         for o in b.stored():
-            if id(o) in bad:
+            if id(o) in problems:
                 rejected += 1
                 db.metrics.sink_rejected_rows.labels("price_current", "invalid").inc()
-                logger.error("price_current sink: rejected %r: %s", o, observation_problem(o))
-        if bad:
+                logger.error("price_current sink: rejected %r: %s", o, problems[id(o)])
+        if problems:
             pairs = [
-                (o, n) for o, n in zip(b.observations, b.news, strict=True) if id(o) not in bad
+                (o, n) for o, n in zip(b.observations, b.news, strict=True) if id(o) not in problems
             ]
             b = replace(b, observations=[o for o, _ in pairs], news=[n for _, n in pairs])
-        kept.append(b)
+        if b.observations:
+            kept.append(b)
     outcome = await _write(db, "price_current", kept, check_problem, _store_batches)
     return SinkOutcome(outcome.written, outcome.rejected + rejected)
 
