@@ -242,6 +242,25 @@ class Applied:
     news: bool = False
 
 
+def history_of(state: PriceState) -> PriceHistory | None:
+    """The history a priced state implies while none was written: its own first period.
+
+    A first observation writes only the state (one table write, not two, for every app and
+    region of a first sweep); the history is written at the first change, starting from this.
+    """
+    if state.status != PRICED or state.final is None or state.currency is None:
+        return None
+    return PriceHistory(
+        app_id=state.app_id,
+        cc=state.cc,
+        currency=state.currency,
+        low_final=state.final,
+        low_at=state.observed_at,
+        periods=[PricePeriod(final=state.final, start=state.observed_at)],
+        changes=[],
+    )
+
+
 def apply_observation(
     prev: PriceState | None,
     obs: Observation,
@@ -252,7 +271,8 @@ def apply_observation(
     A redelivered observation (its ``obs_id`` already applied) re-emits the same event, because
     the crash that caused the redelivery may have come between the table write and the send.
     An observation older than the state, or identical to it, writes nothing and emits nothing.
-    ``load_history`` is only called when the history is needed (a change or a first price).
+    ``load_history`` is only called when the history is needed (a change); a first observation
+    writes no history (:func:`history_of` stands for it until the first change).
     """
     if prev is not None:
         for seen in prev.recent:
@@ -260,11 +280,21 @@ def apply_observation(
                 return Applied(events=[seen.event] if seen.event is not None else [], news=True)
         if obs.observed_at < prev.observed_at or _same(prev, obs):
             return Applied()
-    history = load_history() if obs.status == PRICED else None
-    event = detect_change(prev, obs, history)
-    new_history = update_history(history, obs)
-    if new_history is not None and event is not None:
-        new_history.changes = [*new_history.changes, event][-LAST_CHANGES:]
+    history: PriceHistory | None = None
+    new_history: PriceHistory | None = None
+    if prev is not None and (obs.status == PRICED or prev.status == PRICED):
+        stored = load_history()
+        history = stored if stored is not None else history_of(prev)
+        if obs.status != PRICED and stored is None:
+            new_history = history  # kept for the next priced period: write what it stood for
+    if obs.status == PRICED:
+        event = detect_change(prev, obs, history)
+        if prev is not None:
+            new_history = update_history(history, obs)
+            if new_history is not None and event is not None:
+                new_history.changes = [*new_history.changes, event][-LAST_CHANGES:]
+    else:
+        event = detect_change(prev, obs, None)
     recent = list(prev.recent) if prev is not None else []
     state = PriceState(
         app_id=obs.app_id,

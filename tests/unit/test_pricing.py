@@ -27,10 +27,13 @@ from steamprice.pricing import (
     Applied,
     apply_observation,
     apply_stored,
+    detect_change,
     effective_discount,
     fingerprint,
+    history_of,
     lowest_since,
     normalize,
+    update_history,
 )
 
 T0 = datetime(2025, 8, 17, 17, 0, tzinfo=UTC)
@@ -369,3 +372,45 @@ def test_the_stored_json_path_applies_a_different_price_of_the_same_instant() ->
     fast = apply_stored(stored, same_time)
     assert fast == apply_observation(pipe.state, same_time)
     assert fast.news and [e.kind for e in fast.events] == [DISCOUNT_STARTED]
+
+
+def eager_apply(
+    prev: PriceState | None, o: Observation, history: PriceHistory | None
+) -> tuple[PriceState | None, PriceHistory | None, list[PriceChange]]:
+    """The rule before histories were written lazily: every priced observation updated it."""
+    if prev is not None and (o.observed_at < prev.observed_at or fp(prev) == fp(o)):
+        return prev, history, []
+    used = history if o.status == "priced" else None
+    event = detect_change(prev, o, used)
+    new = update_history(used, o)
+    if new is not None and event is not None:
+        new.changes = [*new.changes, event][-LAST_CHANGES:]
+    return (
+        PriceState(
+            app_id=o.app_id, cc=o.cc, status=o.status, currency=o.currency, initial=o.initial,
+            final=o.final, discount_percent=o.discount_percent, observed_at=o.observed_at,
+        ),
+        new if new is not None else history,
+        [event] if event is not None else [],
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(observation_values, min_size=1, max_size=30))
+def test_a_history_written_at_the_first_change_gives_the_same_events(values: list) -> None:
+    """A first observation writes no history (one table write per key in a first sweep); the
+    events, lows included, and the history in force are those of writing it every time."""
+    pipe = Pipe()
+    state: PriceState | None = None
+    history: PriceHistory | None = None
+    for o in build(values):
+        state, history, expected = eager_apply(state, o, history)
+        assert pipe.apply(o).events == expected
+        assert pipe.state is not None
+        in_force = pipe.history if pipe.history is not None else history_of(pipe.state)
+        assert in_force == history
+
+
+def test_a_first_observation_writes_the_state_only() -> None:
+    applied = Pipe().apply(obs(0))
+    assert applied.state is not None and applied.history is None and applied.news
