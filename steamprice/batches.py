@@ -136,9 +136,6 @@ class ObservedBatch:
         return [o for o, new in zip(self.observations, self.news, strict=True) if new]
 
 
-_OBS_FIELDS = ("app_id", "status", "currency", "initial", "final", "discount_percent", "obs_id")
-
-
 def observed_record(batch: ObservedBatch) -> dict[str, Any]:
     """The JSON value of a ``prices-normalized`` record (observations as objects, kcat-readable)."""
     return {
@@ -186,8 +183,18 @@ def read_observed(value: Any) -> ObservedBatch:
 
 def _observation(item: Mapping[str, Any], cc: str, at: datetime) -> Observation:
     # Values are checked by the sink (storage.observation_problem) before any SQL.
-    fields: dict[str, Any] = {f: item.get(f) for f in _OBS_FIELDS}
-    return Observation(**fields, cc=item.get("cc", cc), observed_at=at)
+    get = item.get
+    return Observation(
+        item["app_id"],
+        get("cc", cc),
+        item["status"],
+        get("currency"),
+        get("initial"),
+        get("final"),
+        get("discount_percent"),
+        at,
+        item["obs_id"],
+    )
 
 
 def app_ids_json(app_ids: Iterable[int]) -> str:

@@ -55,9 +55,10 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def observation_id(app_id: int, cc: str, fetched_at: datetime) -> str:
-    """Stable id of one fetch of one app in one region."""
-    return _digest(app_id, cc, fetched_at.isoformat())[:24]
+def observation_id(app_id: int, cc: str, fetched_at: datetime, stamp: str = "") -> str:
+    """Stable id of one fetch of one app in one region (``stamp``: ``fetched_at.isoformat()``,
+    given when known: a batch computes it once for all its apps)."""
+    return _digest(app_id, cc, stamp or fetched_at.isoformat())[:24]
 
 
 def event_id(app_id: int, cc: str, obs_id: str) -> str:
@@ -65,7 +66,9 @@ def event_id(app_id: int, cc: str, obs_id: str) -> str:
     return _digest("change", app_id, cc, obs_id)
 
 
-def normalize(app_id: int, cc: str, fetched_at: datetime, entry: str) -> tuple[Observation, str]:
+def normalize(
+    app_id: int, cc: str, fetched_at: datetime, entry: str, stamp: str = ""
+) -> tuple[Observation, str]:
     """Turn one app's raw Steam entry into an observation; the second value names any oddity."""
     parsed = parse_entry(entry)
     return (
@@ -78,7 +81,7 @@ def normalize(app_id: int, cc: str, fetched_at: datetime, entry: str) -> tuple[O
             final=parsed.final,
             discount_percent=parsed.discount_percent,
             observed_at=fetched_at,
-            obs_id=observation_id(app_id, cc, fetched_at),
+            obs_id=observation_id(app_id, cc, fetched_at, stamp),
         ),
         parsed.problem,
     )

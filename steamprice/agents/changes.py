@@ -28,8 +28,9 @@ def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange]]:
     """Normalise and apply every entry of ``batch`` to the tables (inside the stream loop)."""
     observations, news, events = [], [], []
     statuses: Counter[str] = Counter()
+    stamp = batch.fetched_at.isoformat()
     for app_id, entry in batch.entries:
-        obs, problem = normalize(app_id, batch.cc, batch.fetched_at, entry)
+        obs, problem = normalize(app_id, batch.cc, batch.fetched_at, entry, stamp)
         if problem:
             # Still applied as ``unknown``: the app was answered, just oddly.
             metrics.bad_input.labels("steam", "malformed_entry").inc()
