@@ -1,7 +1,8 @@
 """SQL of the MySQL sink: pure planning of each batch, and the two writers that run the plans.
 
 Every statement is idempotent under redelivery: ``price_current`` only moves forward in
-``observed_at``; ``price_changes`` is keyed by the stable ``event_id``; ``price_history`` is
+``observed_at``; ``price_changes`` is keyed by the stable ``event_id``; ``price_checks`` by the
+stable ``check_id`` of a batch; ``price_history`` is
 keyed by (app, region, start of the period), a period is closed once and never reopened, and an
 observation older than the open period is ignored (the change agent's rule, so the periods and
 the recorded changes agree). The upserts use ``VALUES(col)``: MariaDB 10.11 has no row alias
@@ -23,6 +24,7 @@ import aiomysql
 from aiomysql.cursors import RE_INSERT_VALUES
 from pymysql.converters import escape_item, escape_string
 
+from steamprice.batches import ObservedBatch, app_ids_json
 from steamprice.database import Database
 from steamprice.models import Observation, PriceChange
 from steamprice.pricing import fingerprint
@@ -62,6 +64,15 @@ INSERT_PRICE_CHANGES = (
     + ", ".join(["%s"] * len(_CHANGE_COLS.split(",")))
     + ") ON DUPLICATE KEY UPDATE event_id = event_id"
 )
+
+
+# One row per batch record: every app of it was checked at checked_at (whether or not its price
+# changed, which is all that reaches price_current and price_history).
+INSERT_PRICE_CHECKS = (
+    "INSERT INTO price_checks (check_id, cc, checked_at, apps, app_ids)"
+    " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE check_id = check_id"
+)
+PRUNE_PRICE_CHECKS = "DELETE FROM price_checks WHERE checked_at < %s LIMIT 10000"
 
 
 # The open period of every (app, region) of a batch, locked until the batch commits so that
@@ -135,6 +146,19 @@ def observation_problem(o: Observation) -> str | None:
     return None
 
 
+def check_problem(b: ObservedBatch) -> str | None:
+    """Why the check of batch ``b`` cannot be stored, or None."""
+    if not _text(b.check_id, 40, nullable=False):
+        return f"check_id {b.check_id!r} is not a check id"
+    if not _text(b.cc, 2, exact=True, nullable=False):
+        return f"cc {b.cc!r} is not a region code"
+    if not isinstance(b.checked_at, datetime):
+        return f"checked_at {b.checked_at!r} is not a time"
+    if not all(_uint(a, nullable=False) for a in b.app_ids):
+        return "an app id is not an app id"
+    return None
+
+
 def change_problem(e: PriceChange) -> str | None:
     """Why ``e`` cannot be stored, or None."""
     if not _text(e.event_id, 40, nullable=False):
@@ -181,6 +205,14 @@ def price_current_rows(observations: Iterable[Observation]) -> list[Row]:
             utc_naive(o.observed_at),
         )
         for o in sorted(newest.values(), key=lambda o: (o.app_id, o.cc))
+    ]
+
+
+def price_check_rows(batches: Iterable[ObservedBatch]) -> list[Row]:
+    unique = {b.check_id: b for b in batches if b.observations}
+    return [
+        (b.check_id, b.cc, utc_naive(b.checked_at), len(b.observations), app_ids_json(b.app_ids))
+        for b in sorted(unique.values(), key=lambda b: b.check_id)
     ]
 
 
@@ -389,6 +421,13 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
     return Counter({"price_current": len(current), "price_history": len(history)})
 
 
+async def _store_batches(cur: aiomysql.Cursor, batch: Sequence[ObservedBatch]) -> Counter[str]:
+    stored = [o for b in batch for o in b.stored()]
+    written = await _store_observations(cur, stored) if stored else Counter()
+    written["price_checks"] = await insert_rows(cur, INSERT_PRICE_CHECKS, price_check_rows(batch))
+    return written
+
+
 async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> Counter[str]:
     await insert_rows(cur, INSERT_APPS, app_rows(e.app_id for e in batch))
     inserted = await insert_rows(cur, INSERT_PRICE_CHANGES, price_change_rows(batch))
@@ -398,6 +437,33 @@ async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> 
 async def write_observations(db: Database, batch: Sequence[Observation]) -> SinkOutcome:
     """``apps``, ``price_history`` and ``price_current`` for a batch, in one transaction."""
     return await _write(db, "price_current", batch, observation_problem, _store_observations)
+
+
+async def write_batches(db: Database, batches: Sequence[ObservedBatch]) -> SinkOutcome:
+    """``price_checks`` for every batch record; ``apps``, ``price_history`` and ``price_current``
+    for the observations change detection flagged as news; all in one transaction.
+
+    An unchanged price is not written again: ``price_current.observed_at`` stays the time its
+    price was first observed, and the batch's row of ``price_checks`` says when it was checked.
+    """
+    kept: list[ObservedBatch] = []
+    rejected = 0
+    for b in batches:
+        problems = {id(o): why for o in b.stored() if (why := observation_problem(o)) is not None}
+        for o in b.stored():
+            if id(o) in problems:
+                rejected += 1
+                db.metrics.sink_rejected_rows.labels("price_current", "invalid").inc()
+                logger.error("price_current sink: rejected %r: %s", o, problems[id(o)])
+        if problems:
+            pairs = [
+                (o, n) for o, n in zip(b.observations, b.news, strict=True) if id(o) not in problems
+            ]
+            b = replace(b, observations=[o for o, _ in pairs], news=[n for _, n in pairs])
+        if b.observations:
+            kept.append(b)
+    outcome = await _write(db, "price_current", kept, check_problem, _store_batches)
+    return SinkOutcome(outcome.written, outcome.rejected + rejected)
 
 
 async def write_changes(db: Database, batch: Sequence[PriceChange]) -> SinkOutcome:
