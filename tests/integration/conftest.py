@@ -1,8 +1,8 @@
 """Integration tests run against the real local stack (``make up``).
 
 Every test collected here is marked ``integration``; those of the fault suite (the
-``test_faults_*.py`` modules: kills, broker restarts, Steam chaos, fuzzed input, scale-out, the
-rebalance scenario) are marked ``slow`` too and run in the slow tier (``make test-slow``).
+``test_faults_*.py`` modules: kills, broker restarts, a database outage, Steam chaos, fuzzed
+input, scale-out, the rebalance scenario) are marked ``slow`` too and run in the slow tier (``make test-slow``).
 """
 
 from __future__ import annotations

@@ -295,11 +295,12 @@ async def test_in_flight_changes_at_a_crash_are_uncertain_not_reposted(
         n = await notifiers.start(fake.webhook_url("22", "tok", version=10))
         await notifiers.stop(n)
         # What a kill -9 between the 'sending' mark and the 'sent' mark leaves behind.
+        first, second = change(1), change(2)
         await notifiers.query(
             "INSERT INTO discord_deliveries (event_id, app_id, cc, kind, status, change_json)"
-            " VALUES ('ev-1-us-', 1, 'us', 'discount_started', 'sending', %s),"
-            " ('ev-2-us-', 2, 'us', 'discount_started', 'pending', %s)",
-            (change(1).dumps().decode(), change(2).dumps().decode()),
+            " VALUES (%s, 1, 'us', 'discount_started', 'sending', %s),"
+            " (%s, 2, 'us', 'discount_started', 'pending', %s)",
+            (first.event_id, first.dumps().decode(), second.event_id, second.dumps().decode()),
         )
         n = await notifiers.start(fake.webhook_url("22", "tok", version=10))
         await delivered(notifiers, 1)
