@@ -11,46 +11,20 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
-import aiomysql
 import pytest
 
 import tests.support.fakes.discord as fake_module
 from steamprice.database import Database
 from steamprice.discord import changes_shown
 from steamprice.metrics import Metrics
-from steamprice.models import PriceChange
 from steamprice.notifier import DiscordNotifier
 from steamprice.settings import Secret, Settings
+from tests.support.database import drop_database
 from tests.support.fakes.discord import FakeDiscord
-from tests.support.infra import MYSQL, wait_for
-
-T = datetime(2025, 11, 27, 18, 0, tzinfo=UTC)
-
-
-def change(app_id: int, cc: str = "us", **kw: Any) -> PriceChange:
-    fields: dict[str, Any] = {
-        "event_id": f"ev-{app_id}-{cc}-{kw.pop('tag', '')}",
-        "app_id": app_id,
-        "cc": cc,
-        "kind": "discount_started",
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 1999,
-        "old_final": 1999,
-        "old_discount": 0,
-        "new_initial": 1999,
-        "new_final": 999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
+from tests.support.infra import sql, wait_for
+from tests.support.records import price_change as change
 
 
 def shown(fake: FakeDiscord) -> Counter[tuple[int, str]]:
@@ -83,14 +57,8 @@ class Notifiers:
                 await database.stop()
                 self.running.remove((database, n))
 
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = await aiomysql.connect(**MYSQL, db=self.db, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+    async def query(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return await sql(statement, args, db=self.db)
 
     async def ledger(self) -> dict[str, int]:
         rows = await self.query("SELECT status, COUNT(*) FROM discord_deliveries GROUP BY status")
@@ -106,12 +74,7 @@ async def notifiers() -> AsyncIterator[Notifiers]:
         for database, notifier in list(n.running):
             await notifier.stop()
             await database.stop()
-        conn = await aiomysql.connect(**MYSQL, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{n.db}`")
-        finally:
-            conn.close()
+        await drop_database(n.db)
 
 
 async def delivered(notifiers: Notifiers, expected: int, status: str = "sent") -> dict[str, int]:
@@ -332,11 +295,12 @@ async def test_in_flight_changes_at_a_crash_are_uncertain_not_reposted(
         n = await notifiers.start(fake.webhook_url("22", "tok", version=10))
         await notifiers.stop(n)
         # What a kill -9 between the 'sending' mark and the 'sent' mark leaves behind.
+        first, second = change(1), change(2)
         await notifiers.query(
             "INSERT INTO discord_deliveries (event_id, app_id, cc, kind, status, change_json)"
-            " VALUES ('ev-1-us-', 1, 'us', 'discount_started', 'sending', %s),"
-            " ('ev-2-us-', 2, 'us', 'discount_started', 'pending', %s)",
-            (change(1).dumps().decode(), change(2).dumps().decode()),
+            " VALUES (%s, 1, 'us', 'discount_started', 'sending', %s),"
+            " (%s, 2, 'us', 'discount_started', 'pending', %s)",
+            (first.event_id, first.dumps().decode(), second.event_id, second.dumps().decode()),
         )
         n = await notifiers.start(fake.webhook_url("22", "tok", version=10))
         await delivered(notifiers, 1)

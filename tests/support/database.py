@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import aiomysql
-
 from steamprice.database import Database
 from steamprice.metrics import Metrics
 from steamprice.settings import Settings
-from tests.support.infra import MYSQL
+from tests.support.infra import MYSQL, sql
 
 # The tables the MySQL sinks write.
 TABLES = ("apps", "price_current", "price_history", "price_changes")
@@ -27,14 +25,8 @@ class Db:
         self.metrics = Metrics.create()
         self.service = Database(self.settings, self.metrics)
 
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = await aiomysql.connect(**MYSQL, db=self.name, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+    async def query(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return await sql(statement, args, db=self.name)
 
     async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the sink's tables, server-set timestamps included (a no-op must not
@@ -43,9 +35,4 @@ class Db:
 
 
 async def drop_database(name: str) -> None:
-    conn = await aiomysql.connect(**MYSQL, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    await sql(f"DROP DATABASE IF EXISTS `{name}`")

@@ -16,9 +16,11 @@ import aiohttp
 import aiomysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, stop_process, wait_for
+from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, sql, stop_process, wait_for
 
 T = TypeVar("T")
+# MySQL error codes: ER_BAD_DB_ERROR, and the client's own (connection) errors from 2000 up.
+UNKNOWN_DATABASE, CLIENT_ERRORS = 1049, 2000
 
 
 class Pipeline:
@@ -113,27 +115,19 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    async def query(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
         try:
-            conn = await aiomysql.connect(**MYSQL, db=self.db, autocommit=True)
-        except Exception:  # the database may not exist yet
-            return []
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+            return await sql(statement, args, db=self.db)
+        except aiomysql.OperationalError as exc:
+            # Not there yet (the worker creates the database) or not reachable: nothing to read.
+            if exc.args and (exc.args[0] == UNKNOWN_DATABASE or exc.args[0] >= CLIENT_ERRORS):
+                return []
+            raise
 
     async def close(self) -> None:
         for w in self.workers:
             await w.stop()
-        conn = await aiomysql.connect(**MYSQL, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{self.db}`")
-        finally:
-            conn.close()
+        await sql(f"DROP DATABASE IF EXISTS `{self.db}`")
 
 
 class Worker:

@@ -10,31 +10,9 @@ from steamprice.discord import MessageWindow, NotifyFilter
 from steamprice.models import PriceChange
 from steamprice.notifier import lock_name
 from steamprice.settings import Settings, SettingsError, load_settings
+from tests.support.records import price_change as change
 
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
-
-
-def change(**kw: object) -> PriceChange:
-    fields: dict[str, object] = {
-        "event_id": "e",
-        "app_id": 730,
-        "cc": "us",
-        "kind": "discount_started",
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 1999,
-        "old_final": 1999,
-        "old_discount": 0,
-        "new_initial": 1999,
-        "new_final": 999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
 
 
 def test_default_filter_lets_every_change_through() -> None:
