@@ -24,10 +24,10 @@ from typing import Any
 import aiomysql
 
 from steamprice.database import Database, connect_kwargs
-from steamprice.discord import MAX_EMBEDS, changes_shown
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
-from steamprice.notifier import DiscordNotifier
+from steamprice.notify.embeds import MAX_EMBEDS, changes_shown
+from steamprice.notify.notifier import DiscordNotifier
 from steamprice.settings import Secret, Settings
 from tests.support.fakes.discord import FakeDiscord
 

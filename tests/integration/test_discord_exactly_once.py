@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from steamprice.discord import changes_shown
+from steamprice.notify.embeds import changes_shown
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import KAFKA, wait_for
 from tests.support.processes import Pipeline

@@ -19,10 +19,10 @@ import pytest
 
 import tests.support.fakes.discord as fake_module
 from steamprice.database import Database
-from steamprice.discord import changes_shown
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
-from steamprice.notifier import DiscordNotifier
+from steamprice.notify.embeds import changes_shown
+from steamprice.notify.notifier import DiscordNotifier
 from steamprice.settings import Secret, Settings
 from tests.support.fakes.discord import FakeDiscord
 from tests.support.infra import MYSQL, wait_for

@@ -9,13 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steamprice.discord import (
+from steamprice.models import PriceChange
+from steamprice.notify.embeds import (
     MAX_TOTAL_CHARS,
     AppChanges,
-    WebhookUrlError,
     build_embed,
     changes_shown,
-    classify_response,
     clip,
     digest_line,
     embed_chars,
@@ -23,12 +22,11 @@ from steamprice.discord import (
     group_by_app,
     message_problems,
     pack_messages,
-    parse_webhook_url,
     payload,
     plan_message,
     text_len,
 )
-from steamprice.models import PriceChange
+from steamprice.notify.webhook import WebhookUrlError, classify_response, parse_webhook_url
 from tests.support.fakes.discord import CLOUDFLARE_BODY, validate_payload
 
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from steamprice.discord import MessageWindow, NotifyFilter
 from steamprice.models import PriceChange
-from steamprice.notifier import lock_name
+from steamprice.notify.filters import NotifyFilter
+from steamprice.notify.lock import lock_name
+from steamprice.notify.webhook import MessageWindow
 from steamprice.settings import Settings, SettingsError, load_settings
 
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
