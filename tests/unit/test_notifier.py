@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from steamprice.models import PriceChange
@@ -11,62 +9,38 @@ from steamprice.notify.filters import NotifyFilter
 from steamprice.notify.lock import lock_name
 from steamprice.notify.webhook import MessageWindow
 from steamprice.settings import Settings, SettingsError, load_settings
-
-T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
-
-
-def change(**kw: object) -> PriceChange:
-    fields: dict[str, object] = {
-        "event_id": "e",
-        "app_id": 730,
-        "cc": "us",
-        "kind": "discount_started",
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 1999,
-        "old_final": 1999,
-        "old_discount": 0,
-        "new_initial": 1999,
-        "new_final": 999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
+from tests.support.notify import price_change
 
 
 def test_default_filter_lets_every_change_through() -> None:
     f = NotifyFilter.from_settings(Settings())
     for kind in ("discount_started", "list_price_increased", "became_unknown"):
-        assert f.skip_reason(change(kind=kind, new_status="unknown", new_final=None)) is None
+        assert f.skip_reason(price_change(kind=kind, new_status="unknown", new_final=None)) is None
 
 
 @pytest.mark.parametrize(
     ("flt", "event", "reason"),
     [
-        (NotifyFilter(watchlist=frozenset({570})), change(), "not in DISCORD_WATCHLIST"),
-        (NotifyFilter(regions=frozenset({"gb"})), change(), "region not in DISCORD_REGIONS"),
+        (NotifyFilter(watchlist=frozenset({570})), price_change(), "not in DISCORD_WATCHLIST"),
+        (NotifyFilter(regions=frozenset({"gb"})), price_change(), "region not in DISCORD_REGIONS"),
         (
             NotifyFilter(kinds=frozenset({"discount_ended"})),
-            change(),
+            price_change(),
             "kind not in DISCORD_KINDS",
         ),
-        (NotifyFilter(min_discount=60), change(), "discount 50% < DISCORD_MIN_DISCOUNT"),
+        (NotifyFilter(min_discount=60), price_change(), "discount 50% < DISCORD_MIN_DISCOUNT"),
         # A "discount" with final >= initial (free-to-keep promotion) is no real cut.
         (
             NotifyFilter(min_discount=10),
-            change(new_final=1999, new_discount=100),
+            price_change(new_final=1999, new_discount=100),
             "discount 0% < DISCORD_MIN_DISCOUNT",
         ),
         (
             NotifyFilter(min_discount=10),
-            change(kind="became_unpriced", new_status="no_price", new_final=None),
+            price_change(kind="became_unpriced", new_status="no_price", new_final=None),
             "discount 0% < DISCORD_MIN_DISCOUNT",
         ),
-        (NotifyFilter(only_historical_lows=True), change(), "not a historical low"),
+        (NotifyFilter(only_historical_lows=True), price_change(), "not a historical low"),
     ],
 )
 def test_each_filter_names_why_it_skips(flt: NotifyFilter, event: PriceChange, reason: str) -> None:
@@ -81,8 +55,8 @@ def test_a_change_passing_every_filter_is_notified() -> None:
         watchlist=frozenset({730}),
         only_historical_lows=True,
     )
-    assert f.skip_reason(change(new_historical_low=True)) is None
-    assert f.skip_reason(change(matches_historical_low=True)) is None
+    assert f.skip_reason(price_change(new_historical_low=True)) is None
+    assert f.skip_reason(price_change(matches_historical_low=True)) is None
 
 
 def test_filters_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
