@@ -226,20 +226,38 @@ class DiscordNotifier(Service):
         self.leader = False
 
     async def _take_over(self) -> None:
-        """New sender: settle rows left in flight, resume the channel window, check the hook."""
-        assert self.client is not None
+        """New sender: settle rows left in flight, resume every window, check the hook."""
+        client = self.client
+        assert client is not None
         await self._check_disabled()
         resend = self.settings.discord_resend_uncertain
         target = PENDING if resend else UNCERTAIN
         detail = "was in flight when its worker stopped" + ("; re-sent" if resend else "")
-        period = self.client.window.period
+        period = client.window.period
+        webhook_id = client.webhook.webhook_id
 
-        async def settle(cur: Any) -> tuple[int, list[float]]:
+        async def settle(
+            cur: Any,
+        ) -> tuple[int, list[float], str | None, list[tuple[str, str, float]]]:
             moved = await ledger.settle_in_flight(cur, target, detail)
-            return moved, await ledger.recent_message_ages(cur, period)
+            ages = await ledger.recent_message_ages(cur, period)
+            channel_id, waits = await ledger.open_windows(cur, webhook_id)
+            return moved, ages, channel_id, waits
 
-        moved, ages = await self.database.transaction(LEDGER, settle)
+        moved, ages, channel_id, waits = await self.database.transaction(LEDGER, settle)
         self._taken_over = True
+        if channel_id and client.channel_id is None:
+            client.channel_id = channel_id
+        # A 429 or a ban the previous sender got is still Discord's: a restart must not skip it.
+        client.honour(waits, time.monotonic())
+        for scope, reason, seconds in waits:
+            logger.warning(
+                "Discord: a %s wait (%s) from before this sender took over has %.1f s left;"
+                " no request before it ends",
+                scope,
+                reason,
+                seconds,
+            )
         if moved:
             self.metrics.discord_deliveries.labels("requeued" if resend else UNCERTAIN).inc(moved)
             logger.warning(
@@ -253,7 +271,7 @@ class DiscordNotifier(Service):
         # Messages another sender posted a moment ago still count against the channel window.
         now = time.monotonic()
         for age in sorted(ages, reverse=True):
-            self.client.window.record(now - max(age, 0.0))
+            client.window.record(now - max(age, 0.0))
 
     async def _check_disabled(self) -> None:
         """Whether this webhook was found deleted or unauthorised before (by any worker)."""
@@ -391,16 +409,21 @@ class DiscordNotifier(Service):
         outcome = await self.client.post(body)
         if outcome.action == "sent":
             await self._set(
-                ids, SENT, message_id=outcome.message_id, detail="digest" if digest else None
+                ids,
+                SENT,
+                message_id=outcome.message_id,
+                detail="digest" if digest else None,
+                with_windows=True,
             )
             self.metrics.discord_deliveries.labels(SENT).inc(len(ids))
             self.metrics.discord_messages.labels("digest" if digest else "embeds").inc()
             return outcome
-        # Not posted (or refused): the rows go back to the queue before any wait.
+        # Not posted (or refused): the rows go back to the queue before any wait, in the same
+        # commit as the window the answer opened (a sender killed now leaves both behind).
         self.client.react(outcome)
         if outcome.action == "disable":
             self._disable(outcome.detail)
-        await self._set(ids, PENDING, only_from=SENDING)
+        await self._set(ids, PENDING, only_from=SENDING, with_windows=True)
         if outcome.action == "disable":
             await self._remember_disabled()
         return outcome
@@ -444,17 +467,35 @@ class DiscordNotifier(Service):
         only_from: str | None = None,
         message_id: str | None = None,
         detail: str | None = None,
+        with_windows: bool = False,
     ) -> bool:
-        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved."""
+        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved.
+
+        ``with_windows``: store, in the same transaction, the rate-limit windows and the channel
+        the webhook client learnt since the last store.
+        """
         if not ids:
             return True
+        client = self.client
+        windows = client.unsaved() if with_windows and client is not None else []
+        learned = with_windows and client is not None and client.channel_learned
+        channel_id = client.channel_id if learned and client is not None else None
 
         async def work(cur: Any) -> int:
-            return await ledger.move(
+            moved = await ledger.move(
                 cur, ids, status, only_from=only_from, message_id=message_id, detail=detail
             )
+            if client is not None and (windows or channel_id):
+                await ledger.store_windows(
+                    cur, windows, time.monotonic(), client.webhook.webhook_id, channel_id
+                )
+            return moved
 
         moved = await self.database.transaction(LEDGER, work)
+        if client is not None and (windows or channel_id):
+            client.saved(windows)
+            if channel_id == client.channel_id:
+                client.channel_learned = False
         if only_from and moved != len(ids):
             logger.warning(
                 "Discord ledger: %d of %d changes were no longer %s; message re-planned",

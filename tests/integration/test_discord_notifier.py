@@ -291,3 +291,34 @@ async def test_channel_window_survives_a_restart(notifiers: Notifiers) -> None:
 
 async def _true(value: object) -> bool:
     return bool(value)
+
+
+async def test_a_429_window_is_stored_by_channel_and_honoured_by_the_next_sender(
+    notifiers: Notifiers,
+) -> None:
+    # The fake's channel takes 2 messages per 6 s, which the notifier does not know.
+    async with FakeDiscord(channel_limit=(2, 6.0)) as fake:
+        url = fake.webhook_url("26", "tok", version=10)
+        n = await notifiers.start(url)
+        for x in range(1, 4):  # three separate messages: the third gets a 429 (shared)
+            await n.enqueue([price_change(x)])
+            if x < 3:
+                await notifiers.delivered(x)
+
+        async def requeued() -> bool:
+            return fake.count_429 == 1 and await notifiers.ledger() == {"sent": 2, "pending": 1}
+
+        await wait_for("the 429 taken in", requeued, every=0.02)
+        await notifiers.stop(n)
+        channel = fake.channel_of("26")
+        assert await notifiers.query(
+            "SELECT scope, scope_key, reason FROM discord_rate_limits"
+        ) == [("channel", channel, "shared")]
+        assert await notifiers.query(
+            "SELECT webhook_id, channel_id FROM discord_webhook_channels"
+        ) == [("26", channel)]
+
+        n = await notifiers.start(url)
+        await notifiers.delivered(3)
+        assert fake.requests_in_retry_window == 0 and fake.count_429 == 1
+        assert fake.requests[-1].time >= fake.retry_window_end("26")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
 from steamprice.notify.filters import NotifyFilter
 from steamprice.notify.lock import lock_name
-from steamprice.notify.webhook import MessageWindow
+from steamprice.notify.webhook import (
+    CHANNEL,
+    GLOBAL,
+    WEBHOOK,
+    MessageWindow,
+    WebhookClient,
+    classify_response,
+    parse_webhook_url,
+    window_scope,
+)
 from steamprice.settings import Settings, SettingsError, load_settings
 from tests.support.notify import price_change
 
@@ -125,3 +137,60 @@ def test_window_never_allows_more_than_the_limit_in_any_period() -> None:
 def test_sender_lock_is_per_database_and_fits_mysql() -> None:
     assert lock_name("steam_db") != lock_name("it_123")
     assert len(lock_name("x" * 200)) <= 64
+
+
+# ---------------------------------------------------------------------- windows a crash keeps
+
+RL = {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0"}
+
+
+def answer_429(scope: str, retry_after: float, global_: bool = False) -> Any:
+    body = f'{{"retry_after": {retry_after}, "global": {str(global_).lower()}}}'.encode()
+    return classify_response(429, {**RL, "x-ratelimit-scope": scope}, body)
+
+
+def client(**settings: Any) -> WebhookClient:
+    hook = parse_webhook_url("https://discord.com/api/webhooks/42/tok")
+    return WebhookClient(hook, Settings(**settings), Metrics.create())
+
+
+def test_a_wait_is_kept_under_what_it_applies_to() -> None:
+    user, shared = answer_429("user", 2.0), answer_429("shared", 40.0)
+    glob, ban = answer_429("global", 1.0, global_=True), classify_response(429, {}, b"")
+    assert window_scope(user, "42", "900") == (WEBHOOK, "42")
+    assert window_scope(shared, "42", "900") == (CHANNEL, "900")
+    assert window_scope(shared, "42", None) == (WEBHOOK, "42")  # channel not learnt yet
+    assert window_scope(glob, "42", "900") == (GLOBAL, "")
+    assert ban.action == "ban" and window_scope(ban, "42", "900") == (GLOBAL, "")
+
+
+def test_the_client_keeps_every_window_until_stored_the_longest_per_key() -> None:
+    c = client(discord_ban_pause_seconds=600)
+    c.react(answer_429("user", 2.0))
+    c.react(answer_429("shared", 40.0))  # the same key (no channel yet): the later end wins
+    [w] = c.unsaved()
+    assert (w.scope, w.key, w.reason) == (WEBHOOK, "42", "shared")
+    c.channel_id = "900"
+    c.react(answer_429("shared", 10.0))
+    c.react(classify_response(429, {}, b""))  # a Cloudflare ban: every request
+    kept = {(w.scope, w.key): w.reason for w in c.unsaved()}
+    assert kept == {(WEBHOOK, "42"): "shared", (CHANNEL, "900"): "shared", (GLOBAL, ""): "banned"}
+    stored = c.unsaved()
+    c.react(answer_429("shared", 500.0))  # arrives while the others are being stored
+    c.saved(stored)
+    assert [(w.scope, w.reason) for w in c.unsaved()] == [(CHANNEL, "shared")]
+
+
+def test_a_sent_answer_names_the_channel_the_client_then_knows() -> None:
+    outcome = classify_response(200, {}, b'{"id": "1", "channel_id": "900"}')
+    assert (outcome.action, outcome.message_id, outcome.channel_id) == ("sent", "1", "900")
+    assert classify_response(200, {}, b'{"id": "1"}').channel_id is None
+
+
+def test_windows_of_a_previous_sender_hold_this_one_capped_by_the_settings() -> None:
+    c = client(discord_max_retry_wait_seconds=60, discord_ban_pause_seconds=120)
+    assert c.delay(100.0) == 0.0
+    assert c.honour([(CHANNEL, "shared", 12.5), (WEBHOOK, "bucket", 1.0)], now=100.0) == 12.5
+    assert c.delay(100.0) == pytest.approx(12.5) and c.delay(112.5) == 0.0
+    assert c.honour([(GLOBAL, "banned", 10**9)], now=200.0) == 120  # never forever
+    assert c.unsaved() == []  # honoured, not stored again
