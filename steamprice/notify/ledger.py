@@ -186,3 +186,19 @@ async def open_windows(
     await cur.execute(OPEN_WINDOWS, (webhook_id, channel_id or ""))
     waits = [(str(s), str(r), float(us) / 1e6) for s, r, us in await cur.fetchall()]
     return channel_id, waits
+
+
+async def requeue_uncertain(cur: Any) -> int:
+    """Queue every ``uncertain`` change again (an operator's choice: it may show twice)."""
+    await cur.execute(
+        "UPDATE discord_deliveries SET status = %s, detail = %s WHERE status = %s",
+        (PENDING, "uncertain; re-queued by an operator", UNCERTAIN),
+    )
+    return int(cur.rowcount)
+
+
+async def enable_webhook(cur: Any, key: str) -> tuple[str, datetime] | None:
+    """Forget that this webhook was disabled; (reason, since) if it was."""
+    was = await disabled_webhook(cur, key)
+    await cur.execute("DELETE FROM discord_webhooks WHERE webhook_key = %s", (key,))
+    return was

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from steamprice.notify.embeds import changes_shown
 from tests.support.fakes.discord import FakeDiscord
 from tests.support.infra import wait_for
 from tests.support.notify import Notifiers, metric, price_change, shown
+from tests.support.processes import Pipeline
 
 
 async def test_every_change_is_posted_once_one_embed_per_app(notifiers: Notifiers) -> None:
@@ -322,3 +324,38 @@ async def test_a_429_window_is_stored_by_channel_and_honoured_by_the_next_sender
         await notifiers.delivered(3)
         assert fake.requests_in_retry_window == 0 and fake.count_429 == 1
         assert fake.requests[-1].time >= fake.retry_window_end("26")
+
+
+async def test_operator_commands_requeue_uncertain_changes_and_enable_a_webhook(
+    notifiers: Notifiers, tmp_path: Path
+) -> None:
+    async with FakeDiscord() as fake:
+        url = fake.webhook_url("27", "tok-27-secret", version=10)
+        steamprice = Pipeline(tmp_path, MYSQL_DB=notifiers.db, DISCORD_WEBHOOK_URL=url).cli
+        fake.delete_webhook("27")
+        n = await notifiers.start(url)
+        await n.enqueue([price_change(1)])
+        await wait_for("the webhook to be disabled", lambda: _true(n.disabled_reason))
+        await notifiers.stop(n)
+        # What a kill -9 mid-post leaves behind, once the next sender looked at it.
+        await notifiers.query(
+            "INSERT INTO discord_deliveries (event_id, app_id, cc, kind, status, change_json)"
+            " VALUES ('ev-2-us-', 2, 'us', 'discount_started', 'uncertain', %s)",
+            (price_change(2).dumps().decode(),),
+        )
+
+        fake.restore_webhook("27")  # say, the channel's permission was fixed
+        said = await steamprice("discord-enable-webhook")
+        assert "enabled again" in said and "HTTP 404 code 10015" in said
+        assert await notifiers.query("SELECT COUNT(*) FROM discord_webhooks") == [(0,)]
+        assert "is not disabled" in await steamprice("discord-enable-webhook")
+        n = await notifiers.start(url)
+        await notifiers.delivered(1)
+        assert shown(fake) == Counter({(1, "us"): 1})  # the uncertain one is left alone
+
+        said = await steamprice("discord-requeue-uncertain")
+        assert "Re-queued 1 uncertain changes" in said
+        await notifiers.delivered(2)
+        assert shown(fake) == Counter({(1, "us"): 1, (2, "us"): 1})
+        assert "No uncertain changes" in await steamprice("discord-requeue-uncertain")
+        assert "tok-27-secret" not in said

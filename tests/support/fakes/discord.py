@@ -213,6 +213,11 @@ class FakeDiscord(FakeServer):
         """From now on the webhook answers 401 code 50027."""
         self._hook(id).invalid_token = True
 
+    def restore_webhook(self, id: str) -> None:
+        """Undo :meth:`delete_webhook` and :meth:`invalid_token` (a permission fixed, say)."""
+        hook = self._hook(id)
+        hook.deleted = hook.invalid_token = hook.sent_404 = False
+
     def set_channel(self, webhook_id: str, channel_id: str) -> None:
         """Make webhooks share a channel (and so its hidden 30/min limit)."""
         self._hook(webhook_id).channel_id = channel_id
