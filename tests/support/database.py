@@ -34,5 +34,10 @@ class Db:
         return {t: await self.query(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
 
 
+async def query(db: str, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Every row ``statement`` returns from database ``db`` on the shared server (autocommit)."""
+    return await sql(statement, args, db=db)
+
+
 async def drop_database(name: str) -> None:
     await sql(f"DROP DATABASE IF EXISTS `{name}`")
