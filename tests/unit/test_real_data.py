@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from steamprice.models import PriceChange, PriceHistory, PriceState, RawPrice
+from steamprice.models import PriceChange, PriceHistory, PriceState
 from steamprice.pricing import apply_observation, normalize
 from steamprice.steam import split_appdetails
 from tests.support.fakes import FakeSteam
@@ -43,9 +43,7 @@ def test_two_real_days_through_the_pure_path_give_exactly_their_changes() -> Non
             entries = split_appdetails(200, steam.price_overview_answer(batch, "us"), batch)
             assert sorted(entries) == batch
             for app_id, entry in entries.items():
-                obs, _ = normalize(
-                    RawPrice(app_id=app_id, cc="us", fetched_at=fetched_at, entry=entry)
-                )
+                obs, _ = normalize(app_id, "us", fetched_at, entry)
                 applied = apply_observation(states.get(app_id), obs, partial(histories.get, app_id))
                 if applied.state is not None:
                     states[app_id] = applied.state
