@@ -137,20 +137,20 @@ class Pipeline:
 
 
 class Worker:
-    """A ``steamprice worker`` subprocess with its log in a file."""
+    """A ``steamprice worker`` subprocess with its log in a file.
+
+    Each worker runs in a working directory of its own with the default ``DATA_DIR``, as an
+    operator runs one (the tests exercise the default, not a path of their choosing).
+    """
 
     def __init__(self, pipeline: Pipeline, name: str, env: dict[str, str]) -> None:
         self.pipeline = pipeline
         self.name = name
         self.port = free_port()
-        self.data_dir = pipeline.tmp / f"{name}-data"
+        self.workdir = pipeline.tmp / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = pipeline.tmp / f"{name}.log"
-        self.env = {
-            **pipeline.env,
-            "WEB_PORT": str(self.port),
-            "DATA_DIR": str(self.data_dir),
-            **env,
-        }
+        self.env = {**pipeline.env, "WEB_PORT": str(self.port), **env}
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -169,7 +169,7 @@ class Worker:
             env=self.env,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            cwd=self.pipeline.tmp,
+            cwd=self.workdir,
         )
         log.close()
         if wait:
@@ -199,6 +199,12 @@ class Worker:
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as s, s.get(f"{self.url}/metrics") as r:
             return await r.text()
+
+    async def partitions(self, short: str = "schedule") -> set[int]:
+        """The partitions of a pipeline topic this worker owns (Faust's ``/assignment/``)."""
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/assignment/") as r:
+            actives = (await r.json())["actives"]
+        return set(actives.get(self.pipeline.topic(short), ()))
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         return await stop_process(self.proc, sig, timeout)
