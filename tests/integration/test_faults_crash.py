@@ -20,6 +20,7 @@ from tests.support.checks import (
     metric,
     pipeline_status_while_stopping,
     seconds_to_progress,
+    store_requests,
     sweep_problems,
     wait_until_right,
 )
@@ -51,12 +52,12 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
         assert len(changes) > 200
         mark = len(steam.requests)
         await seed_apps(run.pipeline, apps)
-        # First crash a quarter into the sweep, the second once the restarted worker has
-        # crawled again.
+        # First crash a third into the sweep, the second once the restarted worker has crawled
+        # again, with half of the sweep still to do (so that the second restart has work).
         await served_at_least(steam, mark, 8)
         await worker.stop(signal.SIGKILL)
         first = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
-        await served_at_least(steam, mark, 20)
+        await served_at_least(steam, mark, store_requests(steam, mark) + 2)
         await worker.stop(signal.SIGKILL)
         restarted = time.monotonic()
         second = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
