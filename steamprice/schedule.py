@@ -99,6 +99,7 @@ class Decision:
     dispatch: bool = False  # send a crawl request now
     failed_reason: str = ""  # the app just moved to the failed state
     recheck_at: datetime | None = None  # a seed was coalesced into the re-check due then
+    covered: bool = False  # a seed sent before the last request: that request answers it
 
 
 def _offset(app_id: int, interval: timedelta) -> timedelta:
@@ -125,7 +126,7 @@ def _seeded(state: AppState, cmd: ScheduleCommand, policy: SchedulePolicy) -> De
     last = state.last_requested
     sent = min(cmd.sent_at or now, now)
     if last is not None and sent <= last:
-        return Decision(None)  # a request made after it was sent covers it (a replay)
+        return Decision(None, covered=True)  # a request made after it was sent (a replay)
     window_end = now if last is None else last + policy.dedupe
     if not state.pending and now >= window_end:
         return _dispatched(state, now, policy)

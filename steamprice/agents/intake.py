@@ -117,6 +117,8 @@ async def schedule(stream: Any) -> None:
                 key=cmd.app_id, value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at)
             )
             metrics.games_processed.labels("schedule", cmd.op).inc()
+        if decision.covered:
+            metrics.games_processed.labels("schedule", "seed_covered").inc()
         if decision.recheck_at is not None:
             metrics.games_processed.labels("schedule", "recheck_coalesced").inc()
             log_it, suppressed = recheck_log.allow(time.monotonic())

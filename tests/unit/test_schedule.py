@@ -197,7 +197,7 @@ def test_a_seed_sent_before_the_last_request_is_covered_by_it() -> None:
     """A seed replayed after a crash (or sent twice) asks for nothing the last request did not."""
     state = priced(seconds=2)
     replayed = decide(state, seed(30, sent=0), POLICY)
-    assert not replayed.dispatch and replayed.state is None
+    assert not replayed.dispatch and replayed.state is None and replayed.covered
     # Long after the window too: the request that followed it already answered it.
     assert decide(state, seed(3600, sent=-1), POLICY).state is None
     # One sent a moment after the request is a new one.
