@@ -1,4 +1,5 @@
-"""Operator commands (``steamprice seed|migrate|retry-failed``) beside Faust's own ``worker``.
+"""Operator commands (``steamprice seed|migrate|retry-failed|reset-local-state``) beside Faust's
+own ``worker``.
 
 ``steamprice`` is Faust's command line for this app, so ``steamprice worker`` and
 ``faust -A steamprice worker`` are the same thing.
@@ -20,6 +21,7 @@ from steamprice.app import app, settings
 from steamprice.database import describe_error
 from steamprice.database import migrate as apply_migrations
 from steamprice.discovery import iter_app_list
+from steamprice.local_state import DataDirInUse, reset_local_tables
 from steamprice.models import ScheduleCommand
 from steamprice.notify import commands as _discord_commands  # noqa: F401 (registers them)
 from steamprice.schedule import RETRY, BadSeed, parse_seed
@@ -157,6 +159,24 @@ async def retry_failed(self: AppCommand) -> None:
         )
     await app.producer.flush()
     self.say(f"Re-enqueued {len(failed)} failed apps")
+
+
+@app.command()
+async def reset_local_state(self: AppCommand) -> None:
+    """Delete this worker's local table state; its next start rebuilds it from the changelogs."""
+    data_dir = Path(app.conf.datadir)
+    try:
+        removed = reset_local_tables(data_dir)
+    except DataDirInUse as exc:
+        raise SystemExit(f"steamprice reset-local-state: {exc}") from None
+    if not removed:
+        self.say(f"No local table state in {data_dir}: nothing to reset")
+        return
+    self.say(
+        f"Deleted the local table state of {settings.app_id} in {data_dir}"
+        f" ({', '.join(str(p.relative_to(data_dir)) for p in removed)}); the next worker start"
+        " rebuilds it from the changelog topics (the group identity is kept)"
+    )
 
 
 def main() -> Any:

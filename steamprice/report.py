@@ -64,6 +64,13 @@ class TrackedApp:
     next_due: datetime
     failed: bool = False
     pending: bool = False
+    # When a re-check asked for by a seed inside the seed dedupe window is due.
+    recheck_at: datetime | None = None
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def decode_app_state(value: bytes) -> TrackedApp:
@@ -72,12 +79,13 @@ def decode_app_state(value: bytes) -> TrackedApp:
     About three times faster than ``AppState.loads``, which matters on a 200k-app catalog.
     """
     data = json.loads(value)
-    due = datetime.fromisoformat(data["next_due"])
+    recheck = data.get("recheck_at")
     return TrackedApp(
         int(data["app_id"]),
-        due if due.tzinfo else due.replace(tzinfo=UTC),
+        _aware(data["next_due"]),
         bool(data.get("failed", False)),
         bool(data.get("pending", False)),
+        _aware(recheck) if recheck else None,
     )
 
 
@@ -88,22 +96,39 @@ class AppCounts:
     in_flight: int
     failed: int
     failed_app_ids: list[int]
+    # Re-checks owed to seeds that came inside the seed dedupe window, and the next one's time.
+    rechecks: int = 0
+    next_recheck_at: str | None = None
 
 
 def count_apps(states: Iterable[TrackedApp], now: datetime) -> AppCounts:
-    """Tracked; due (time has come, not yet sent to the crawler); in flight; failed."""
-    tracked = due = in_flight = 0
+    """Tracked; due (time has come, not yet sent to the crawler); in flight; failed; and the
+    re-checks that seeds inside the dedupe window are owed (pending re-checks)."""
+    tracked = due = in_flight = rechecks = 0
     failed: list[int] = []
+    next_recheck: datetime | None = None
     for state in states:
         tracked += 1
         if state.failed:
             failed.append(state.app_id)
-        elif state.pending:
+            continue
+        if state.pending:
             in_flight += 1
         elif state.next_due <= now:
             due += 1
+        if state.recheck_at is not None:
+            rechecks += 1
+            next_recheck = min(next_recheck or state.recheck_at, state.recheck_at)
     failed.sort()
-    return AppCounts(tracked, due, in_flight, len(failed), failed[:MAX_LISTED_FAILED])
+    return AppCounts(
+        tracked,
+        due,
+        in_flight,
+        len(failed),
+        failed[:MAX_LISTED_FAILED],
+        rechecks,
+        iso_utc(next_recheck),
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +249,10 @@ def human_age(seconds: float | None) -> str:
     return f"{s // 86400} d {s % 86400 // 3600:02d} h"
 
 
+def _in(seconds: float) -> str:
+    return "now" if seconds <= 0 else f"in {human_age(seconds)}"
+
+
 def _age_of(iso: str | None, now: datetime) -> str:
     if iso is None:
         return "never"
@@ -247,6 +276,12 @@ def render(report: Mapping[str, Any]) -> str:
             f"Apps          {apps['tracked']:,} tracked, {apps['due']:,} due now,"
             f" {apps['in_flight']:,} being priced, {apps['failed']:,} failed{ids}"
         )
+        if apps.get("rechecks"):
+            when = datetime.fromisoformat(apps["next_recheck_at"]).timestamp() - now.timestamp()
+            lines.append(
+                f"Re-checks     {apps['rechecks']:,} pending (seeded again within"
+                f" SEED_DEDUPE_SECONDS), the next {_in(when)}"
+            )
 
     interval = human_age(report["recrawl_interval_seconds"])
     lines.append(f"Sweep         share of apps priced within the recrawl interval ({interval})")

@@ -54,8 +54,16 @@ class Settings:
     app_id: str = "steam-prices"
     # Partitions of every topic the app creates; tables are co-partitioned with them.
     topic_partitions: int = 8
-    # Where RocksDB table state lives (one folder per worker).
-    data_dir: str = "./data"
+    # This worker's own folder: RocksDB table state and its group identity, locked while it
+    # runs. Empty: ``./data/<APP_ID>``, so two pipelines run from one directory never share one.
+    data_dir: str = ""
+    # This worker's static member id in the consumer group (Kafka's group.instance.id): a worker
+    # restarted after a crash takes its partitions back at once. Unique per worker. Empty: one
+    # is made on the first start and kept in DATA_DIR.
+    group_instance_id: str = ""
+    # How long the broker waits for a silent worker before its partitions go to the others; a
+    # restarted worker does not wait (static membership). Kafka's own default.
+    broker_session_timeout: float = 45.0
     # Start a worker on faust-streaming/aiokafka releases other than those steamprice/kafka.py
     # was proven against (it patches their internals; docs/architecture.md): with a warning.
     allow_untested_faust: bool = False
@@ -161,6 +169,8 @@ class Settings:
     mysql_write_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", f"./data/{self.app_id}")
         self.validate()
 
     @property
@@ -201,6 +211,7 @@ class Settings:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError("WEB_PORT must be a TCP port")
+        _validate_group_settings(self)
         if not 1 <= self.sink_batch_size <= 10000:
             raise SettingsError("SINK_BATCH_SIZE must be between 1 and 10000")
         if self.sink_batch_seconds <= 0 or self.mysql_write_timeout_seconds <= 0:
@@ -217,6 +228,18 @@ class Settings:
         if hook and urlsplit(hook).scheme not in ("http", "https"):
             # Never echo the value: it holds the webhook token.
             raise SettingsError("DISCORD_WEBHOOK_URL must be an http(s) URL")
+
+
+def _validate_group_settings(s: Settings) -> None:
+    from steamprice.local_state import valid_instance_id  # lazy, like the Discord checks
+
+    if s.group_instance_id and not valid_instance_id(s.group_instance_id):
+        raise SettingsError(
+            "GROUP_INSTANCE_ID may only hold letters, digits, '.', '_', '-' (at most 249)"
+        )
+    if s.broker_session_timeout < 6:
+        # The broker refuses less (group.min.session.timeout.ms).
+        raise SettingsError("BROKER_SESSION_TIMEOUT must be at least 6 seconds")
 
 
 def _validate_discord_settings(s: Settings) -> None:
@@ -301,7 +324,9 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "kafka_broker": get("KAFKA_BROKER", d.kafka_broker),
         "app_id": get("APP_ID", d.app_id),
         "topic_partitions": get("TOPIC_PARTITIONS", d.topic_partitions, int),
-        "data_dir": get("DATA_DIR", d.data_dir),
+        "data_dir": get("DATA_DIR", ""),  # empty: per APP_ID
+        "group_instance_id": get("GROUP_INSTANCE_ID", ""),
+        "broker_session_timeout": get("BROKER_SESSION_TIMEOUT", d.broker_session_timeout, float),
         "table_store": get("TABLE_STORE", d.table_store),
         "allow_untested_faust": get("ALLOW_UNTESTED_FAUST", d.allow_untested_faust, _bool),
         "web_port": get("WEB_PORT", d.web_port, int),

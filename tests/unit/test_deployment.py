@@ -198,7 +198,9 @@ def test_worker_reaches_the_other_containers(services: dict[str, Any]) -> None:
     # The web server must listen beyond loopback for Prometheus and the published port.
     assert env["WEB_HOST"] == "0.0.0.0"
     assert int(env["WEB_PORT"]) == published_ports(services["worker"])[0][2]
-    assert env["DATA_DIR"] in named_volume_targets(services["worker"])
+    # Inside the worker's volume, one folder per APP_ID (its tables and its group identity).
+    volume = next(iter(named_volume_targets(services["worker"])))
+    assert env["DATA_DIR"] == f"{volume}/${{APP_ID:-{Settings().app_id}}}"
 
 
 def test_mysql_service_matches_the_workers_credentials(services: dict[str, Any]) -> None:
