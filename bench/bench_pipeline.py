@@ -35,14 +35,24 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from bench.pyspy import Profile
 from steamprice.batches import RawBatch, by_partition, raw_record
+from steamprice.settings import Settings
 from tests.support.infra import KAFKA, wait_for
 from tests.support.processes import Pipeline, Worker
 from tests.support.replay import SNAPSHOTS, Price, read_snapshot, shared_data_dir
 
 BASELINE_REF = "92e4373"  # support: the record-per-observation design, before issue 12
-PARTITIONS = 4  # the test pipelines' TOPIC_PARTITIONS
-REQUEST_APPS = 100  # apps per appdetails request (STEAM_BATCH_SIZE)
+# What operators run: the test pipelines shorten these (4 partitions, a 1 s tick ...), and the
+# number of partitions decides how many observations a batch record holds.
+PRODUCTION = {
+    "TOPIC_PARTITIONS": str(Settings.topic_partitions),
+    "SCHEDULE_TICK_SECONDS": str(Settings.schedule_tick_seconds),
+    "STEAM_BATCH_WAIT_SECONDS": str(Settings.steam_batch_wait_seconds),
+    "SINK_BATCH_SECONDS": str(Settings.sink_batch_seconds),
+}
+PARTITIONS = Settings.topic_partitions
+REQUEST_APPS = Settings.steam_batch_size  # apps per appdetails request
 GOALS = {"first": 200.0, "resweep": 50.0}  # worker CPU us per observation
 GOAL_RATE, GOAL_RSS, GOAL_RESTART = 5000.0, 500.0, 30.0
 
@@ -147,15 +157,7 @@ async def timed_pass(
     at = datetime.now(UTC)
     cpu_before = cpu_seconds(pid)
     started = time.monotonic()
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        records = await design.produce(producer, pipeline.topic("prices-raw"), prices, at)
-        await producer.flush()
-    finally:
-        await producer.stop()
     n = len(prices)
-    print(f"  {design.name} {label}: produced {n:,} observations in {records:,} records")
     last = [time.monotonic()]
 
     async def all_in() -> bool:
@@ -165,9 +167,18 @@ async def timed_pass(
             print(f"    {got:,}/{n:,} after {time.monotonic() - started:.0f} s", flush=True)
         return got >= n
 
-    await wait_for(f"{design.name} {label}: every observation", all_in, timeout=7200, every=0.5)
-    seconds = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu_before
+    async with Profile(pid, f"pipeline-{design.name}-{label}"):
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            records = await design.produce(producer, pipeline.topic("prices-raw"), prices, at)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        print(f"  {design.name} {label}: produced {n:,} observations in {records:,} records")
+        await wait_for(f"{design.name} {label}: every observation", all_in, timeout=7200, every=0.5)
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu_before
     design.figures[f"{label}_per_second"] = n / seconds
     design.figures[f"{label}_cpu_us"] = cpu / n * 1e6
     design.figures[f"{label}_rss_mb"] = peak_rss_mb(pid)
@@ -204,7 +215,7 @@ async def restart(design: Design, pipeline: Pipeline, worker: Worker, probe_app:
 
 async def run_design(design: Design, days: list[dict[int, Price]]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-{design.name}-"))
-    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", TOPIC_PARTITIONS=str(PARTITIONS))
+    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", **PRODUCTION)
     worker = pipeline.worker("w1", **design.env)
     try:
         await worker.start()
