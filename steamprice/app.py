@@ -21,6 +21,7 @@ AGENT_MODULES = [
     "steamprice.sinks.discord",
     "steamprice.web",
     "steamprice.cli",
+    "steamprice.alerts",
     "steamprice.status",
 ]
 

@@ -159,7 +159,7 @@ class AlertRule:
             "name": self.name,
             "webhook": redact_webhook(self.webhook.get()),
             "apps": sorted(self.apps) or "all",
-            "regions": sorted(self.regions) or "all",
+            "regions": sorted(self.watch_regions or ()) or "all",
             "kinds": sorted(self.kinds) or "all",
             "min_discount": self.min_discount,
             "max_price": {cc: str(t) for cc, t in sorted(self.max_price.items())},
