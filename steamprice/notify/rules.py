@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -384,8 +385,28 @@ class Routed:
     evaluated: int
 
 
+class _Bucket:
+    """Rules of one index bucket, sorted by minimum discount: a change of discount ``d`` only
+    needs the rules whose minimum is at most ``d`` (the others would refuse it)."""
+
+    __slots__ = ("minimums", "rules")
+
+    def __init__(self) -> None:
+        self.rules: list[AlertRule] = []
+        self.minimums: list[int] = []
+
+    def add(self, rule: AlertRule) -> None:
+        at = bisect_right(self.minimums, rule.min_discount)
+        self.minimums.insert(at, rule.min_discount)
+        self.rules.insert(at, rule)
+
+    def upto(self, discount: int) -> list[AlertRule]:
+        return self.rules[: bisect_right(self.minimums, discount)]
+
+
 class RuleIndex:
-    """Rules indexed by app id, then region: a change is checked only against its candidates.
+    """Rules indexed by app id, then region, then minimum discount: a change is checked only
+    against the rules that could take it.
 
     Four buckets: (app, region), (app, any region), (any app, region), (any app, any region).
     A watchlist rule with regions sits in one (app, region) bucket per pair.
@@ -393,41 +414,46 @@ class RuleIndex:
 
     def __init__(self, rules: Iterable[AlertRule]) -> None:
         self.rules = {r.name: r for r in rules}
-        self._app_cc: dict[tuple[int, str], list[AlertRule]] = {}
-        self._app: dict[int, list[AlertRule]] = {}
-        self._cc: dict[str, list[AlertRule]] = {}
-        self._all: list[AlertRule] = []
+        self._app_cc: dict[tuple[int, str], _Bucket] = {}
+        self._app: dict[int, _Bucket] = {}
+        self._cc: dict[str, _Bucket] = {}
+        self._all = _Bucket()
         for rule in sorted(self.rules.values(), key=lambda r: r.name):
             regions = rule.watch_regions
             if rule.apps:
                 for app in rule.apps:
                     if regions is None:
-                        self._app.setdefault(app, []).append(rule)
+                        self._app.setdefault(app, _Bucket()).add(rule)
                     else:
                         for cc in regions:
-                            self._app_cc.setdefault((app, cc), []).append(rule)
+                            self._app_cc.setdefault((app, cc), _Bucket()).add(rule)
             elif regions is None:
-                self._all.append(rule)
+                self._all.add(rule)
             else:
                 for cc in regions:
-                    self._cc.setdefault(cc, []).append(rule)
+                    self._cc.setdefault(cc, _Bucket()).add(rule)
 
     def __len__(self) -> int:
         return len(self.rules)
 
-    def candidates(self, app_id: int, cc: str) -> list[AlertRule]:
-        return [
-            *self._app_cc.get((app_id, cc), ()),
-            *self._app.get(app_id, ()),
-            *self._cc.get(cc, ()),
-            *self._all,
-        ]
+    def candidates(self, app_id: int, cc: str, discount: int = 100) -> list[AlertRule]:
+        out: list[AlertRule] = []
+        for bucket in (self._app_cc.get((app_id, cc)), self._app.get(app_id), self._cc.get(cc)):
+            if bucket is not None:
+                out += bucket.upto(discount)
+        out += self._all.upto(discount)
+        return out
 
     def route(self, event: PriceChange) -> Routed:
         """Every rule ``event`` goes to, each once; and the candidates that refused it."""
         matched: list[AlertRule] = []
         skipped: list[tuple[AlertRule, str]] = []
-        candidates = self.candidates(event.app_id, event.cc)
+        discount = (
+            effective_discount(event.new_initial, event.new_final, event.new_discount)
+            if event.new_status == "priced"
+            else 0
+        )
+        candidates = self.candidates(event.app_id, event.cc, discount)
         for rule in candidates:
             reason = rule.skip_reason(event)
             if reason is None:

@@ -232,9 +232,15 @@ def test_the_index_finds_exactly_the_matching_rules_and_checks_only_candidates()
         routed = index.route(e)
         assert {r.name for r in routed.matched} == {r.name for r in rules if r.matches(e)}
         assert len(routed.matched) == len({r.name for r in routed.matched})
-    # App 10 in the US: the two watchlists and the jp rule are never looked at.
-    assert index.route(change(10)).evaluated == 3
-    assert {r.name for r, _ in index.route(change(10)).skipped} == {"big"}
+    # App 10 in the US at 50 % off: the watchlists, the jp rule and the 75 % rule are never
+    # looked at; at 90 % off the 75 % rule is.
+    assert index.route(change(10)).evaluated == 2
+    assert index.route(change(10, new_final=199, new_discount=90)).evaluated == 3
+    assert {r.name for r in index.route(change(10, new_final=199, new_discount=90)).matched} == {
+        "us-only",
+        "everything",
+        "big",
+    }
 
 
 def test_amounts_are_shown_as_written() -> None:
