@@ -146,6 +146,8 @@ class DiscordNotifier(Service):
         self._behind: set[str] = set()
         self._unknown_since: dict[str, float] = {}
         self._labels: dict[str, str] = {}
+        # Per channel, when (monotonic) the messages of the last window were sent, as the
+        # ledger told at take-over.
         self._recent: dict[str, list[float]] = {}
         # Whether this sender settled the rows a previous one left in flight (see _take_over).
         self._taken_over = False
@@ -269,9 +271,8 @@ class DiscordNotifier(Service):
                 self.settings.discord_channel_window_seconds,
             )
             # Messages another sender posted a moment ago still count against the window.
-            now = time.monotonic()
-            for age in sorted(self._recent.get(channel, ()), reverse=True):
-                window.record(now - max(age, 0.0))
+            for at in self._recent.get(channel, ()):
+                window.record(at)
             self._windows[channel] = window
         return window
 
@@ -485,7 +486,12 @@ class DiscordNotifier(Service):
             moved = await ledger.settle_in_flight(cur, target, detail)
             return moved, await ledger.recent_message_ages(cur, period)
 
-        moved, self._recent = await self.database.transaction(LEDGER, settle)
+        moved, ages = await self.database.transaction(LEDGER, settle)
+        now = time.monotonic()
+        self._recent = {
+            channel: sorted(now - max(age, 0.0) for age in channel_ages)
+            for channel, channel_ages in ages.items()
+        }
         self._taken_over = True
         if moved:
             self.metrics.discord_deliveries.labels("requeued" if resend else UNCERTAIN).inc(moved)
@@ -497,12 +503,11 @@ class DiscordNotifier(Service):
                 else "they may or may not have been posted and are marked 'uncertain' in"
                 " discord_deliveries, not re-posted (no duplicate)",
             )
-        now = time.monotonic()
-        for channel, ages in self._recent.items():
+        for channel, times in self._recent.items():
             window = self._window(channel)
             if len(window) == 0:
-                for age in sorted(ages, reverse=True):
-                    window.record(now - max(age, 0.0))
+                for at in times:
+                    window.record(at)
 
     async def _load_disabled(self) -> None:
         """Webhooks found deleted or unauthorised before (by any worker): their rules stop."""

@@ -61,6 +61,20 @@ class Pipeline:
 
     async def cli(self, *args: str, stdin: bytes | None = None) -> str:
         """Run ``steamprice ARGS`` with this pipeline's settings; returns its output."""
+        status, text = await self.run_cli(*args, stdin=stdin)
+        if status != 0:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {status}:\n{text}")
+        return text
+
+    async def cli_fails(self, *args: str, status: int = 1) -> str:
+        """Run ``steamprice ARGS``, which must exit with ``status``; returns its output."""
+        got, text = await self.run_cli(*args)
+        if got != status:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {got}, not {status}:\n{text}")
+        return text
+
+    async def run_cli(self, *args: str, stdin: bytes | None = None) -> tuple[int, str]:
+        """``steamprice ARGS`` as a user runs it: (exit status, stdout and stderr)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -73,10 +87,7 @@ class Pipeline:
             cwd=self.tmp,
         )
         out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
-        text = out.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise AssertionError(f"steamprice {' '.join(args)} exited {proc.returncode}:\n{text}")
-        return text
+        return int(proc.returncode or 0), out.decode("utf-8", "replace")
 
     async def send_raw(self, short: str, values: list[bytes], key: bytes | None = None) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.kafka)
