@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from steamprice.models import PriceChange
+from steamprice.notify.rulebook import apply_record
 from steamprice.notify.rules import (
     AlertRule,
     RuleError,
@@ -20,6 +21,7 @@ from steamprice.notify.rules import (
     redact_webhook,
     rule_from_json,
 )
+from steamprice.report import RuleRows, alert_rules_report
 from steamprice.settings import Secret, Settings
 
 HOOK = "https://discord.com/api/webhooks/123456789012345678/abcdefghijklmnopSECRETwxyz"
@@ -248,4 +250,47 @@ def test_amounts_are_shown_as_written() -> None:
         "19.99",
         "1200",
         "0.50",
+    ]
+
+
+def test_topic_records_set_replace_and_remove_rules_and_bad_ones_change_nothing() -> None:
+    rules: dict[str, AlertRule] = {}
+    r = rule()
+    assert apply_record(rules, b"deals", r.to_json()) == ("set", "deals")
+    deeper = rule(min_discount=80)
+    assert apply_record(rules, b"deals", deeper.to_json()) == ("set", "deals")
+    assert rules == {"deals": deeper}
+    what, _ = apply_record(rules, b"deals", b'{"name": "deals", "webhook": "nope"}')
+    assert what.startswith("invalid: --webhook") and rules == {"deals": deeper}
+    assert "SECRET" not in what
+    assert apply_record(rules, b"default", r.to_json())[0].startswith("invalid: the default")
+    assert apply_record(rules, None, r.to_json())[0] == "invalid: no key"
+    assert apply_record(rules, b"deals", None) == ("removed", "deals")
+    assert rules == {}
+
+
+def test_status_reports_rules_and_the_backlog_of_each_channel() -> None:
+    mirror = [
+        RuleRows("deep", "8001", "webhook 702/…0002", "HTTP 404 code 10015"),
+        RuleRows("lows", "8002", "webhook 703/…0003", None),
+        RuleRows("watch", "8001", "webhook 701/…0001", None),
+    ]
+    deliveries = {
+        ("deep", "sent"): (2, 90.0),
+        ("deep", "pending"): (2, 30.0),
+        ("watch", "pending"): (5, 120.0),
+        ("lows", "sent"): (3, 100.0),
+        ("gone", "skipped"): (4, 500.0),
+    }
+    rules, channels = alert_rules_report(mirror, deliveries)
+    assert [(r["name"], r["pending"], r["removed"]) for r in rules] == [
+        ("deep", 2, False),
+        ("gone", 0, True),
+        ("lows", 0, False),
+        ("watch", 5, False),
+    ]
+    assert rules[0]["disabled"] == "HTTP 404 code 10015"
+    assert channels == [
+        {"channel": "8001", "rules": ["deep", "watch"], "backlog": 7, "oldest_seconds": 120.0},
+        {"channel": "8002", "rules": ["lows"], "backlog": 0, "oldest_seconds": None},
     ]
