@@ -1,9 +1,15 @@
-"""The delivery ledger's SQL: ``discord_deliveries`` (one row per change and alert rule),
-``discord_webhooks`` (webhooks found deleted) and ``alert_rules`` (the rules, for dashboards).
+"""The delivery ledger's SQL: deliveries, disabled webhooks, rate-limit windows and rules.
 
-Each function runs on a cursor inside the caller's transaction (``Database.transaction``), so
-the notifier can combine several in one commit. Rows move ``pending`` -> ``sending`` -> ``sent``
-(or ``rejected``); ``skipped`` by a filter; ``uncertain`` when a sender died mid-post.
+``discord_deliveries`` has one row per (change, alert rule): ``pending`` -> ``sending`` ->
+``sent`` (or ``rejected``); ``skipped`` by the default rule's filters (or its rule removed);
+``uncertain`` when a sender died mid-post. ``alert_rules`` mirrors the rules for dashboards.
+``discord_webhooks`` remembers webhooks found deleted or unauthorised. ``discord_rate_limits``
+holds, per webhook, per channel and globally, the time before which Discord must not be called
+(by the database's clock, so that a sender on another machine reads it right), and
+``discord_webhook_channels`` the channel each webhook posts into. Each function runs on a
+cursor inside the caller's transaction (``Database.transaction``), so the notifier combines
+several in one commit: a message's rows go back to ``pending`` together with the window its
+429 opened.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from steamprice.notify.webhook import CHANNEL, GLOBAL, WEBHOOK, Window
 
 # The ``Database.transaction`` label of every ledger write (retries, rejected rows).
 LEDGER = "discord_ledger"
@@ -63,6 +71,24 @@ DISABLE_WEBHOOK = (
     "INSERT INTO discord_webhooks (webhook_key, webhook_id, disabled_reason, disabled_at)"
     " VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
     " disabled_reason = VALUES(disabled_reason), disabled_at = VALUES(disabled_at)"
+)
+# A window is only ever lengthened (two answers, two waits: the later end wins).
+STORE_WINDOW = (
+    "INSERT INTO discord_rate_limits (scope, scope_key, not_before, reason)"
+    " VALUES (%s, %s, UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND, %s) ON DUPLICATE KEY UPDATE"
+    " reason = IF(VALUES(not_before) > not_before, VALUES(reason), reason),"
+    " not_before = GREATEST(not_before, VALUES(not_before))"
+)
+OPEN_WINDOWS = (
+    "SELECT scope, reason, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), not_before)"
+    " FROM discord_rate_limits WHERE not_before > UTC_TIMESTAMP(6)"
+    f" AND ((scope = '{WEBHOOK}' AND scope_key = %s) OR (scope = '{CHANNEL}' AND scope_key = %s)"
+    f" OR scope = '{GLOBAL}')"
+)
+WEBHOOK_CHANNEL = "SELECT channel_id FROM discord_webhook_channels WHERE webhook_id = %s"
+STORE_CHANNEL = (
+    "INSERT INTO discord_webhook_channels (webhook_id, channel_id) VALUES (%s, %s)"
+    " ON DUPLICATE KEY UPDATE channel_id = VALUES(channel_id)"
 )
 
 
@@ -203,3 +229,26 @@ async def disabled_webhook(cur: Any, key: str) -> tuple[str, datetime] | None:
 async def disable_webhook(cur: Any, key: str, webhook_id: str, reason: str) -> None:
     """Remember that this webhook must not be called again (by any worker, after restarts)."""
     await cur.execute(DISABLE_WEBHOOK, (key, webhook_id, reason, utcnow()))
+
+
+async def store_windows(
+    cur: Any, windows: Sequence[Window], now: float, webhook_id: str, channel_id: str | None
+) -> None:
+    """Record ``windows`` (``until`` on the monotonic clock read as ``now``) and the channel."""
+    for w in windows:
+        left = max(int((w.until - now) * 1_000_000), 0)
+        await cur.execute(STORE_WINDOW, (w.scope, w.key, left, w.reason))
+    if channel_id:
+        await cur.execute(STORE_CHANNEL, (webhook_id, channel_id))
+
+
+async def open_windows(
+    cur: Any, webhook_id: str
+) -> tuple[str | None, list[tuple[str, str, float]]]:
+    """The webhook's channel, and every window still open for it: (scope, reason, seconds)."""
+    await cur.execute(WEBHOOK_CHANNEL, (webhook_id,))
+    row = await cur.fetchone()
+    channel_id = str(row[0]) if row else None
+    await cur.execute(OPEN_WINDOWS, (webhook_id, channel_id or ""))
+    waits = [(str(s), str(r), float(us) / 1e6) for s, r, us in await cur.fetchall()]
+    return channel_id, waits

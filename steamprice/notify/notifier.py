@@ -135,8 +135,7 @@ class DiscordNotifier(Service):
         self.lock = SenderLock(settings)
         self.gate = Gate()
         self.session: aiohttp.ClientSession | None = None
-        # Channel of each webhook (by key) once Discord told it; "webhook:ID" until then.
-        self.channel_of: dict[str, str] = {}
+        # Webhooks (by key) whose channel Discord could not tell yet: when to ask again.
         self._channel_retry: dict[str, float] = {}
         self._windows: dict[str, MessageWindow] = {}
         self._clients: dict[str, WebhookClient] = {}
@@ -257,11 +256,16 @@ class DiscordNotifier(Service):
                 self.settings,
                 self.metrics,
                 session=self.session,
-                window=self._window(self.channel_of.get(hook.key, f"webhook:{hook.webhook_id}")),
+                window=self._window(f"webhook:{hook.webhook_id}"),
                 gate=self.gate,
             )
             self._clients[hook.key] = client
         return client
+
+    def _attach(self, client: WebhookClient) -> None:
+        """Pace ``client`` in the window of the channel it posts into, once that is known."""
+        if client.channel_id:
+            client.window = self._window(client.channel_id)
 
     def _window(self, channel: str) -> MessageWindow:
         window = self._windows.get(channel)
@@ -277,9 +281,10 @@ class DiscordNotifier(Service):
         return window
 
     def channel(self, route: Route) -> str:
+        """The channel a route posts into; ``webhook:ID`` until Discord told it."""
         assert route.client is not None
-        hook = route.client.webhook
-        return self.channel_of.get(hook.key, f"webhook:{hook.webhook_id}")
+        client = route.client
+        return client.channel_id or f"webhook:{client.webhook.webhook_id}"
 
     def _publish_states(self) -> None:
         for route in self.routes.values():
@@ -482,11 +487,32 @@ class DiscordNotifier(Service):
         detail = "was in flight when its worker stopped" + ("; re-sent" if resend else "")
         period = self.settings.discord_channel_window_seconds
 
-        async def settle(cur: Any) -> tuple[int, dict[str, list[float]]]:
-            moved = await ledger.settle_in_flight(cur, target, detail)
-            return moved, await ledger.recent_message_ages(cur, period)
+        clients = list(self._clients.values())
 
-        moved, ages = await self.database.transaction(LEDGER, settle)
+        async def settle(
+            cur: Any,
+        ) -> tuple[int, dict[str, list[float]], list[tuple[str | None, list[Any]]]]:
+            moved = await ledger.settle_in_flight(cur, target, detail)
+            ages = await ledger.recent_message_ages(cur, period)
+            stored = [await ledger.open_windows(cur, c.webhook.webhook_id) for c in clients]
+            return moved, ages, stored
+
+        moved, ages, stored = await self.database.transaction(LEDGER, settle)
+        # A 429 or a ban the previous sender got is still Discord's: a restart must not skip it.
+        for client, (channel_id, waits) in zip(clients, stored, strict=True):
+            if channel_id and client.channel_id is None:
+                client.channel_id = channel_id
+                self._attach(client)
+            client.honour(waits, time.monotonic())
+            for scope, reason, seconds in waits:
+                logger.warning(
+                    "Discord: a %s wait (%s) of webhook %s from before this sender took over has"
+                    " %.1f s left; no request to it before it ends",
+                    scope,
+                    reason,
+                    client.webhook.redacted,
+                    seconds,
+                )
         now = time.monotonic()
         self._recent = {
             channel: sorted(now - max(age, 0.0) for age in channel_ages)
@@ -639,19 +665,21 @@ class DiscordNotifier(Service):
         assert route.client is not None
         client = route.client
         key = client.webhook.key
-        if key in self.channel_of and key not in self._channel_retry:
+        if client.channel_id and key not in self._channel_retry:
             return True
         now = time.monotonic()
         if self._channel_retry.get(key, 0.0) > now:
             return True  # post meanwhile, paced as a channel of its own
         channel, failure = await client.fetch_channel()
         if channel is not None:
-            self.channel_of[key] = channel
+            client.channel_id = channel
             self._channel_retry.pop(key, None)
-            client.window = self._window(channel)
+            self._attach(client)
+            webhook_id = client.webhook.webhook_id
 
             async def work(cur: Any) -> None:
                 await ledger.set_rule_channel(cur, key, channel)
+                await ledger.store_windows(cur, [], time.monotonic(), webhook_id, channel)
 
             await self.database.transaction(LEDGER, work)
             logger.info(
@@ -804,15 +832,22 @@ class DiscordNotifier(Service):
         assert client is not None
         outcome = await client.post(body)
         if outcome.action == "sent":
+            self._attach(client)  # the answer may name another channel than we knew
             await self._set(
-                route, ids, SENT, message_id=outcome.message_id, detail="digest" if digest else None
+                route,
+                ids,
+                SENT,
+                message_id=outcome.message_id,
+                detail="digest" if digest else None,
+                with_windows=True,
             )
             self._count(route, SENT, len(ids))
             self.metrics.discord_messages.labels("digest" if digest else "embeds").inc()
             return outcome
-        # Not posted (or refused): the rows go back to the queue before any wait.
+        # Not posted (or refused): the rows go back to the queue before any wait, in the same
+        # commit as the window the answer opened (a sender killed now leaves both behind).
         client.react(outcome)
-        await self._set(route, ids, PENDING, only_from=SENDING)
+        await self._set(route, ids, PENDING, only_from=SENDING, with_windows=True)
         if outcome.action == "disable":
             await self._disable(client.webhook, outcome.detail)
         return outcome
@@ -846,15 +881,24 @@ class DiscordNotifier(Service):
         only_from: str | None = None,
         message_id: str | None = None,
         detail: str | None = None,
+        with_windows: bool = False,
     ) -> bool:
-        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved."""
+        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved.
+
+        ``with_windows``: store, in the same transaction, the rate-limit windows and the channel
+        the webhook client learnt since the last store.
+        """
         if not ids:
             return True
         rule = route.name
         channel = self.channel(route) if status == SENDING else None
+        client = route.client
+        windows = client.unsaved() if with_windows and client is not None else []
+        learned = with_windows and client is not None and client.channel_learned
+        channel_id = client.channel_id if learned and client is not None else None
 
         async def work(cur: Any) -> int:
-            return await ledger.move(
+            moved = await ledger.move(
                 cur,
                 rule,
                 ids,
@@ -864,8 +908,19 @@ class DiscordNotifier(Service):
                 detail=detail,
                 channel_id=channel,
             )
+            if client is not None and (windows or channel_id):
+                await ledger.store_windows(
+                    cur, windows, time.monotonic(), client.webhook.webhook_id, channel_id
+                )
+            if client is not None and channel_id:
+                await ledger.set_rule_channel(cur, client.webhook.key, channel_id)
+            return moved
 
         moved = await self.database.transaction(LEDGER, work)
+        if client is not None and (windows or channel_id):
+            client.saved(windows)
+            if channel_id == client.channel_id:
+                client.channel_learned = False
         if only_from and moved != len(ids):
             logger.warning(
                 "Discord ledger: %d of %d changes of rule %r were no longer %s; re-planned",

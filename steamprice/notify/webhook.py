@@ -98,6 +98,7 @@ class Outcome:
     ``disable`` (webhook gone or token bad: never call again), ``reject`` (the payload is bad;
     isolate the offending embed), ``backoff`` (5xx: retry with backoff), ``ban`` (Cloudflare:
     long pause). ``scope`` of a 429: ``user``, ``shared``, ``global`` or ``cloudflare``.
+    ``channel_id``: the channel a ``sent`` message went to (where the channel limit applies).
     """
 
     action: str
@@ -107,6 +108,7 @@ class Outcome:
     detail: str = ""
     scope: str = ""
     capped: bool = False
+    channel_id: str | None = None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -138,7 +140,11 @@ def classify_response(
         doc = None
     data = doc if isinstance(doc, dict) else {}
     if 200 <= status < 300:
-        return Outcome("sent", message_id=str(data.get("id")) if data.get("id") else None)
+        return Outcome(
+            "sent",
+            message_id=str(data["id"]) if data.get("id") else None,
+            channel_id=str(data["channel_id"]) if data.get("channel_id") else None,
+        )
     code = data.get("code")
     if status == 429:
         has_rl_headers = any(h.lower().startswith("x-ratelimit") for h in headers)
@@ -217,6 +223,33 @@ class MessageWindow:
         return len(self._sent)
 
 
+# ---------------------------------------------------------------------- windows
+
+# What a wait applies to: one webhook (its bucket, a 429 of it), one channel (the hidden
+# per-channel limit, shared by every webhook posting there) or every request (a global 429,
+# a Cloudflare ban of this IP).
+WEBHOOK, CHANNEL, GLOBAL = "webhook", "channel", "global"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """No request to ``scope`` ``key`` before ``until`` (monotonic), because of ``reason``."""
+
+    scope: str
+    key: str
+    until: float
+    reason: str
+
+
+def window_scope(outcome: Outcome, webhook_id: str, channel_id: str | None) -> tuple[str, str]:
+    """(scope, key) a 429 applies to; a channel 429 before the channel is known: the webhook."""
+    if outcome.global_ or outcome.scope in ("global", "cloudflare") or outcome.action == "ban":
+        return GLOBAL, ""
+    if outcome.scope == "shared" and channel_id:
+        return CHANNEL, channel_id
+    return WEBHOOK, webhook_id
+
+
 # ---------------------------------------------------------------------- client
 
 
@@ -241,7 +274,10 @@ class WebhookClient:
     Not a service of its own: the notifier gives it the process's HTTP session, the window of
     the channel the webhook posts into (shared by every webhook of that channel) and the gate
     of global pauses, and sleeps (stoppably) for :meth:`delay` before each request.
-    Standalone (``alerts test``), :meth:`open` makes a session of its own.
+    Standalone (``alerts test``), :meth:`open` makes a session of its own. Every wait Discord
+    asks for is also kept as a :class:`Window` until the notifier has stored it
+    (:meth:`unsaved`, :meth:`saved`), and the windows a previous sender stored are honoured
+    through :meth:`honour`: a crash forgets none.
     """
 
     def __init__(
@@ -265,6 +301,10 @@ class WebhookClient:
         self._own_session = False
         self._not_before = 0.0  # monotonic time before which no request may leave
         self._backoff = FIRST_BACKOFF_SECONDS
+        # The channel this webhook posts into, from Discord's answers (or a previous sender).
+        self.channel_id: str | None = None
+        self.channel_learned = False  # a channel id not yet stored
+        self._unsaved: dict[tuple[str, str], Window] = {}
 
     def open(self) -> None:
         self._session = new_session(self.settings)
@@ -343,6 +383,8 @@ class WebhookClient:
             self._backoff = FIRST_BACKOFF_SECONDS
             self.window.record(received)
             self.metrics.last_success.labels(ENDPOINT).set(time.time())
+            if outcome.channel_id and outcome.channel_id != self.channel_id:
+                self.channel_id, self.channel_learned = outcome.channel_id, True
         return outcome
 
     def react(self, outcome: Outcome) -> None:
@@ -351,7 +393,7 @@ class WebhookClient:
         if outcome.action == "retry_after":
             self.metrics.discord_rate_limited.labels(outcome.scope).inc()
             self.metrics.discord_deliveries.labels("rate_limited").inc()
-            self._pause(now + outcome.wait, outcome.scope, everyone=outcome.global_)
+            self._pause(now + outcome.wait, outcome.scope, outcome)
             logger.warning(
                 "Discord 429 (%s%s): waiting %.2f s%s before resending the same message",
                 outcome.scope,
@@ -363,7 +405,7 @@ class WebhookClient:
             pause = self.settings.discord_ban_pause_seconds
             self.metrics.discord_rate_limited.labels("cloudflare").inc()
             self.metrics.discord_deliveries.labels("banned").inc()
-            self._pause(now + pause, "banned", everyone=True)
+            self._pause(now + pause, "banned", outcome)
             logger.error(
                 "Discord blocked this IP (Cloudflare ban: 429 without rate-limit headers);"
                 " pausing every send for %.0f s; messages stay queued",
@@ -375,16 +417,46 @@ class WebhookClient:
             self._not_before = max(self._not_before, now + wait)
             logger.warning("Discord answered %s; retrying in %.1f s", outcome.detail, wait)
 
-    def _pause(self, until: float, reason: str, *, everyone: bool = False) -> None:
+    def _pause(self, until: float, reason: str, outcome: Outcome) -> None:
         self.metrics.rate_limit_pauses.labels(ENDPOINT, reason).inc()
         self.metrics.rate_limit_pause_seconds.labels(ENDPOINT).inc(
             max(until - max(self._not_before, time.monotonic()), 0.0)
         )
-        self._not_before = max(self._not_before, until)
-        if everyone:  # a global 429 or an IP ban holds every webhook of this process
-            self.gate.not_before = max(self.gate.not_before, until)
-        if reason == "shared":  # the channel's limit: every webhook posting into it waits
-            self.window.not_before = max(self.window.not_before, until)
+        scope, key = window_scope(outcome, self.webhook.webhook_id, self.channel_id)
+        self._hold(Window(scope, key, until, reason))
+
+    def _hold(self, window: Window) -> None:
+        """Hold what ``window`` applies to: this webhook, its channel or every webhook."""
+        self._not_before = max(self._not_before, window.until)
+        if window.scope == GLOBAL:  # a global 429 or an IP ban holds every webhook
+            self.gate.not_before = max(self.gate.not_before, window.until)
+        elif window.scope == CHANNEL:  # the channel's limit: every webhook posting into it
+            self.window.not_before = max(self.window.not_before, window.until)
+        where = (window.scope, window.key)
+        known = self._unsaved.get(where)
+        if known is None or window.until > known.until:
+            self._unsaved[where] = window
+
+    def unsaved(self) -> list[Window]:
+        """The windows not stored yet (for the next ledger transaction)."""
+        return list(self._unsaved.values())
+
+    def saved(self, windows: list[Window]) -> None:
+        """These windows are stored: forget them (unless a later one replaced them meanwhile)."""
+        for w in windows:
+            if self._unsaved.get((w.scope, w.key)) == w:
+                del self._unsaved[(w.scope, w.key)]
+
+    def honour(self, waits: list[tuple[str, str, float]], now: float) -> float:
+        """Windows another sender stored, as (scope, reason, seconds left); the longest wait."""
+        cap = max(
+            self.settings.discord_max_retry_wait_seconds, self.settings.discord_ban_pause_seconds
+        )
+        longest = 0.0
+        for _, _, seconds in waits:
+            longest = max(longest, min(seconds, cap))
+        self._not_before = max(self._not_before, now + longest)
+        return longest
 
     def _obey_headers(self, headers: dict[str, str], now: float) -> None:
         """When the bucket is empty, hold the next request until it resets."""
@@ -395,6 +467,7 @@ class WebhookClient:
         try:
             if int(float(remaining)) <= 0:
                 wait = min(float(reset_after), self.settings.discord_max_retry_wait_seconds)
-                self._not_before = max(self._not_before, now + max(wait, 0.0))
+                if wait > 0:
+                    self._hold(Window(WEBHOOK, self.webhook.webhook_id, now + wait, "bucket"))
         except ValueError:
             logger.warning("Discord sent unreadable rate-limit headers; ignoring them")

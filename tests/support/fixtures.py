@@ -10,6 +10,7 @@ import pytest
 from tests.support.database import Db, drop_database
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import stack_problem
+from tests.support.notify import Notifiers
 from tests.support.processes import Pipeline
 
 
@@ -65,3 +66,13 @@ async def db(stack: None) -> AsyncIterator[Db]:
         if d.service.started:
             await d.service.stop()
         await drop_database(d.name)
+
+
+@pytest.fixture
+async def notifiers(stack: None) -> AsyncIterator[Notifiers]:
+    """Notifier services on a scratch database (stopped and dropped afterwards)."""
+    n = Notifiers()
+    try:
+        yield n
+    finally:
+        await n.close()

@@ -230,6 +230,10 @@ class FakeDiscord(FakeServer):
         """Channel a webhook posts into (a generated snowflake unless set)."""
         return self._hook(webhook_id).channel_id
 
+    def retry_window_end(self, webhook_id: str) -> float:
+        """Clock time until which a request of this webhook is inside an earlier 429's window."""
+        return max(self._hook(webhook_id).blocked_until, self._global_blocked_until)
+
     def fail_next(self, n: int, kind: str) -> None:
         """Answer the next ``n`` requests (any webhook) with fault ``kind``.
 
