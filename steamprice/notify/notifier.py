@@ -506,12 +506,12 @@ class DiscordNotifier(Service):
             client.honour(waits, time.monotonic())
             for scope, reason, seconds in waits:
                 logger.warning(
-                    "Discord: a %s wait (%s) of webhook %s from before this sender took over has"
-                    " %.1f s left; no request to it before it ends",
+                    "Discord: a %s wait (%s) from before this sender took over has %.1f s left"
+                    " (webhook %s); no request to it before it ends",
                     scope,
                     reason,
-                    client.webhook.redacted,
                     seconds,
+                    client.webhook.redacted,
                 )
         now = time.monotonic()
         self._recent = {
