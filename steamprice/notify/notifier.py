@@ -439,6 +439,7 @@ class DiscordNotifier(Service):
         while not self.should_stop:
             try:
                 self._refresh_routes()
+                self._publish_states()
                 if not await self._hold_lock():
                     await self._load_disabled()
                     self._clear_backlog_gauges()
