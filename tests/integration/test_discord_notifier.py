@@ -197,9 +197,9 @@ async def test_filters_skip_changes_and_record_why(notifiers: Notifiers) -> None
             "SELECT app_id, detail FROM discord_deliveries WHERE status = 'skipped' ORDER BY 1"
         )
         assert rows == [
-            (2, "filter: discount 10% < DISCORD_MIN_DISCOUNT"),
-            (3, "filter: region not in DISCORD_REGIONS"),
-            (4, "filter: discount 0% < DISCORD_MIN_DISCOUNT"),
+            (2, "filter: discount 10% < 30%"),
+            (3, "filter: region not watched"),
+            (4, "filter: discount 0% < 30%"),
         ]
         assert metric(n, "steam_discord_deliveries_total", status="skipped") == 3
 
