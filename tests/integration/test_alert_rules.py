@@ -75,6 +75,14 @@ async def test_rules_route_each_change_once_live_changes_and_a_deleted_webhook(
     assert "webhook 701/…0001" in listed
     assert all(t not in listed for t in TOKENS.values())
 
+    # `alerts test` posts one sample embed through the rule's webhook and shows the answer.
+    out = await pipeline.cli("alerts", "test", "lows")
+    assert "Discord accepted the test message (message id" in out
+    [sample] = discord.messages
+    assert sample.webhook_id == LOWS
+    assert sample.embeds[0]["title"] == "steamprice test of alert rule lows"
+    discord.reset_stats()
+
     for app in (10, 20, 30, 40):
         steam.set_price(app, "us", 999, 999, 0)
     worker = pipeline.worker(SEED_DEDUPE_SECONDS="0")
@@ -156,6 +164,9 @@ async def test_rules_route_each_change_once_live_changes_and_a_deleted_webhook(
     assert re.search(r"rule deep +DISABLED \(HTTP 404 code 10015", status), status
     assert re.search(r"rule lows +on, channel 8002", status), status
     assert "channel 8001: 2 waiting" in status, status
+
+    out = await pipeline.cli_fails("alerts", "test", "deep")
+    assert "Discord answered HTTP 404 code 10015: the webhook is deleted" in out
 
     everything = worker.log() + metrics + status + listed
     assert all(t not in everything for t in TOKENS.values())
