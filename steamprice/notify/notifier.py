@@ -714,9 +714,17 @@ class DiscordNotifier(Service):
             b = counts.get((route.name, PENDING), Backlog())
             n, age = per_channel.get(self.channel(route), (0, 0.0))
             per_channel[self.channel(route)] = (n + b.changes, max(age, b.oldest_seconds))
+        # Replaced as a whole: a channel no rule posts into any more (or a webhook's stand-in
+        # "webhook:ID" once its channel is known) must not keep its last value, or alert on it.
+        self.metrics.channel_backlog.clear()
+        self.metrics.channel_oldest.clear()
         for channel, (n, age) in per_channel.items():
             self.metrics.channel_backlog.labels(channel).set(n)
             self.metrics.channel_oldest.labels(channel).set(age)
+        for channel in list(self._behind):
+            if channel not in per_channel:
+                self._behind.discard(channel)
+                self.metrics.channel_digest.labels(channel).set(0)
         return counts
 
     def _clear_backlog_gauges(self) -> None:
