@@ -29,7 +29,7 @@ from typing import Any
 
 import aiomysql
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from steamprice.database import Database, connect_kwargs
 from steamprice.metrics import Metrics
@@ -169,6 +169,14 @@ def burst_changes() -> list[PriceChange]:
 
 
 async def publish_rules(topic: str, rules: list[AlertRule]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+        )
+    finally:
+        await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
     await producer.start()
     try:
