@@ -182,6 +182,10 @@ class DiscordNotifier(Service):
         self.metrics.backlog_alert_seconds.set(self.settings.discord_backlog_alert_seconds)
         if self.rules is not None:
             self.rules.subscribe(self._rules_changed)
+            # Now, not with the app's other services: those start once the consumer group is
+            # joined, which after a crash waits out the dead member's session (about a minute),
+            # and the sender waits for the rules (found by test_discord_crash_window.py).
+            await self.rules.maybe_start()
         self._refresh_routes()
         if self.default is not None and self.default.name in self.routes:
             route = self.routes[self.default.name]
