@@ -118,11 +118,13 @@ async def test_a_sale_burst_keeps_every_channel_within_its_limit_and_digests_whe
     assert not [r for r in discord.requests if r.reason == "shared"]
     assert discord.requests_in_retry_window == 0
 
-    # Channel A was hours behind at one embed per app (1,000+ messages at 30 a minute): it
-    # switched to digests and said so; channel B, with 20 changes, kept one embed per app.
+    # Channel A was far behind at one embed per app (1,500 messages for its 15,000 changes at
+    # 30 a minute): it switched to digests, saying so in each, until what was left fitted in
+    # DISCORD_DIGEST_AFTER_SECONDS again, then went back to one embed per app; channel B, with
+    # 20 changes, kept one embed per app.
     a = [m for m in discord.messages if m.channel_id == CHANNEL_A]
     digests = [m for m in a if "url" not in m.embeds[0]]
-    assert len(digests) >= len(a) * 0.9 and len(a) < 400
+    assert len(digests) >= 100 and len(a) <= 500, (len(digests), len(a))
     assert all("This channel is behind" in m.payload.get("content", "") for m in digests)
     b = [m for m in discord.messages if m.channel_id == CHANNEL_B]
     assert b and all("url" in m.embeds[0] for m in b)
