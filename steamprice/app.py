@@ -21,6 +21,7 @@ AGENT_MODULES = [
     "steamprice.web",
     "steamprice.pages.views",
     "steamprice.cli",
+    "steamprice.alerts",
     "steamprice.status",
 ]
 

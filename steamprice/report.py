@@ -232,6 +232,58 @@ def discord_state(
     return "on" if webhook_enabled >= 1 else "disabled"
 
 
+@dataclass(frozen=True)
+class RuleRows:
+    """One alert rule as ``alert_rules`` mirrors it (channel NULL until learned)."""
+
+    name: str
+    channel: str | None
+    webhook: str
+    disabled: str | None
+
+
+def alert_rules_report(
+    rules: Sequence[RuleRows], deliveries: Mapping[tuple[str, str], tuple[int, float | None]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per rule: ledger rows per status, its channel, whether it is disabled; per channel: the
+    backlog (pending rows of its rules) and the age of its oldest one.
+
+    ``deliveries`` maps (rule, status) to (rows, age of the oldest row in seconds). Rules that
+    only the ledger still knows (removed since) are listed too, without a channel.
+    """
+    known = {r.name: r for r in rules}
+    names = sorted(set(known) | {rule for rule, _ in deliveries})
+    out_rules: list[dict[str, Any]] = []
+    channels: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row = known.get(name)
+        counts = {s: n for (r, s), (n, _) in deliveries.items() if r == name}
+        pending, oldest = deliveries.get((name, "pending"), (0, None))
+        channel = (row.channel if row else None) or (f"webhook of {name}" if row else None)
+        out_rules.append(
+            {
+                "name": name,
+                "channel": channel,
+                "webhook": row.webhook if row else None,
+                "disabled": row.disabled if row else None,
+                "removed": row is None,
+                "deliveries": counts,
+                "pending": pending,
+                "oldest_pending_seconds": oldest if pending else None,
+            }
+        )
+        if channel is None:
+            continue
+        c = channels.setdefault(
+            channel, {"channel": channel, "rules": [], "backlog": 0, "oldest_seconds": None}
+        )
+        c["rules"].append(name)
+        c["backlog"] += pending
+        if pending and oldest is not None:
+            c["oldest_seconds"] = max(c["oldest_seconds"] or 0.0, oldest)
+    return out_rules, sorted(channels.values(), key=lambda c: str(c["channel"]))
+
+
 # --- text --------------------------------------------------------------------------------------
 
 
@@ -332,6 +384,22 @@ def render(report: Mapping[str, Any]) -> str:
         lines.append(f"              deliveries: {counts}; last sent {last}")
     for hook in discord.get("disabled_webhooks") or []:
         lines.append(f"              a webhook was disabled at {hook['at']}: {hook['reason']}")
+    for rule in discord.get("rules") or []:
+        counts = ", ".join(f"{n:,} {s}" for s, n in sorted(rule["deliveries"].items()))
+        state = (
+            "removed"
+            if rule["removed"]
+            else (f"DISABLED ({rule['disabled']})" if rule["disabled"] else "on")
+        )
+        counts = counts or "nothing yet"
+        lines.append(f"  rule {rule['name']:<16} {state}, channel {rule['channel']}: {counts}")
+    for channel in discord.get("channels") or []:
+        oldest = channel["oldest_seconds"]
+        age = f", oldest waiting {human_age(oldest)}" if oldest is not None else ""
+        lines.append(
+            f"  channel {channel['channel']}: {channel['backlog']:,} waiting{age}"
+            f" (rules {', '.join(channel['rules'])})"
+        )
 
     problems = report.get("problems") or []
     lines.append("")

@@ -146,6 +146,16 @@ class Settings:
     # as digest messages of ~40-50 apps instead of one embed per app (0 = never digest). Off by
     # default because the contract promises each app its own embed linked to its store page.
     discord_digest_threshold: int = 0
+    # A channel whose backlog would take longer than this to post one embed per app (at the
+    # channel's pace, over every rule posting into it) switches those rules to digests, and
+    # says so, until it has caught up (0 = never).
+    discord_digest_after_seconds: float = 300.0
+    # A channel whose oldest undelivered change is older than this fires the Prometheus alert
+    # DiscordChannelBehind (exported as steam_discord_backlog_alert_seconds).
+    discord_backlog_alert_seconds: float = 1800.0
+    # At most this many alert rules get metric series of their own; the others are counted
+    # together under rule="_other" (rule names are chosen by operators: bounded cardinality).
+    discord_rule_metrics_max: int = 50
     # Discord's hidden per-channel limit (never announced in headers): messages per window.
     discord_channel_messages: int = 30
     discord_channel_window_seconds: float = 60.0
@@ -258,6 +268,12 @@ def _validate_discord_settings(s: Settings) -> None:
     for app_id in s.discord_watchlist:
         if app_id <= 0:
             raise SettingsError(f"DISCORD_WATCHLIST: {app_id} is not an app id")
+    if s.discord_digest_after_seconds < 0:
+        raise SettingsError("DISCORD_DIGEST_AFTER_SECONDS must be 0 (never) or more")
+    if s.discord_backlog_alert_seconds <= 0:
+        raise SettingsError("DISCORD_BACKLOG_ALERT_SECONDS must be positive")
+    if not 0 <= s.discord_rule_metrics_max <= 10000:
+        raise SettingsError("DISCORD_RULE_METRICS_MAX must be between 0 and 10000")
     if s.discord_digest_threshold < 0:
         raise SettingsError("DISCORD_DIGEST_THRESHOLD must be 0 (never) or a number of apps")
     if not 1 <= s.discord_channel_messages <= 1000:
@@ -393,6 +409,15 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         ),
         "discord_digest_threshold": get(
             "DISCORD_DIGEST_THRESHOLD", d.discord_digest_threshold, int
+        ),
+        "discord_digest_after_seconds": get(
+            "DISCORD_DIGEST_AFTER_SECONDS", d.discord_digest_after_seconds, float
+        ),
+        "discord_backlog_alert_seconds": get(
+            "DISCORD_BACKLOG_ALERT_SECONDS", d.discord_backlog_alert_seconds, float
+        ),
+        "discord_rule_metrics_max": get(
+            "DISCORD_RULE_METRICS_MAX", d.discord_rule_metrics_max, int
         ),
         "discord_channel_messages": get(
             "DISCORD_CHANNEL_MESSAGES", d.discord_channel_messages, int

@@ -56,6 +56,19 @@ crawl_requests_topic = _batches("crawl-requests")
 prices_raw_topic = _batches("prices-raw")
 prices_normalized_topic = _batches("prices-normalized")
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
+# Discord alert rules, keyed by rule name, JSON values (a null value removes the rule); written
+# by `steamprice alerts`, read whole by every worker (notify/rulebook.py). Compacted: the latest
+# record per name is kept forever. One partition: a few hundred small records.
+alert_rules_topic = app.topic(
+    settings.topic_name("alert-rules"),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=1,
+    compacting=True,
+    internal=True,
+)
 
 ALL_TOPICS = (
     app_ids_topic,
@@ -65,6 +78,7 @@ ALL_TOPICS = (
     prices_raw_topic,
     prices_normalized_topic,
     price_changes_topic,
+    alert_rules_topic,
 )
 
 

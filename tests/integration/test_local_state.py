@@ -19,6 +19,7 @@ from tests.support.processes import Pipeline, seed_apps
 
 
 def staged(tmp: Path, name: str, steam: FakeSteam, discord: FakeDiscord) -> Pipeline:
+    (tmp / name).mkdir()
     return Pipeline(
         tmp / name,
         STEAM_STORE_URL=steam.url,

@@ -89,6 +89,7 @@ def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Screenshots:
     return Screenshots(folder)
 
 
+@pytest.fixture
 async def notifiers(stack: None) -> AsyncIterator[Notifiers]:
     """Notifier services on a scratch database (stopped and dropped afterwards)."""
     n = Notifiers()

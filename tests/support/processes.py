@@ -71,6 +71,13 @@ class Pipeline:
             raise AssertionError(f"steamprice {' '.join(args)} exited {code}:\n{text}")
         return text
 
+    async def cli_fails(self, *args: str, status: int = 1) -> str:
+        """Run ``steamprice ARGS``, which must exit with ``status``; returns its output."""
+        got, text = await self.run_cli(*args)
+        if got != status:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {got}, not {status}:\n{text}")
+        return text
+
     async def run_cli(
         self, *args: str, stdin: bytes | None = None, workdir: Path | None = None
     ) -> tuple[int, str]:
