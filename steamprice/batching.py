@@ -23,10 +23,12 @@ class Batcher:
     (backpressure), and batches are processed one at a time, in order.
 
     When ``process`` raises one of ``stop_on`` (the resource it writes to is stopping), the batch
-    is left unacked, Kafka redelivers it after the restart, and :meth:`run` returns. Any other
-    error, with ``ack_errors`` (Faust's own rule for an agent), is logged and the batch acked,
-    even when cancelled (a shutdown), and batching goes on; without it, the batch is acked only
-    when ``process`` returned, and the error ends :meth:`run` (and so the agent, loudly).
+    is left unacked, Kafka redelivers it after the restart, and :meth:`run` returns. So is a
+    batch whose ``process`` was cancelled (a shutdown): acking it would commit past events that
+    were not processed (a crawl batch cut short by SIGTERM was lost that way). Any other error,
+    with ``ack_errors`` (Faust's own rule for an agent), is logged and the batch acked, and
+    batching goes on; without it, the batch is acked only when ``process`` returned, and the
+    error ends :meth:`run` (and so the agent, loudly).
     """
 
     def __init__(
@@ -103,6 +105,14 @@ class Batcher:
             stopping = True
             logger.info(
                 "Stopping: %d events of %s not processed, Kafka redelivers them",
+                len(events),
+                self.name,
+            )
+            raise
+        except asyncio.CancelledError:
+            stopping = True
+            logger.info(
+                "Cancelled: %d events of %s not acked, Kafka redelivers them",
                 len(events),
                 self.name,
             )
@@ -220,8 +230,9 @@ class PartitionBatcher:
     ``IDLE_SECONDS``), whatever waits goes out, partitions mixed, ``size`` apps per request. An
     app never waits longer than ``max_age`` (a mixed request takes it then). Requests are
     processed one at a time; a record is acked once every app it brought was processed. An error
-    of ``process`` is logged and its apps count as processed (Faust's rule for an agent), also
-    when cancelled by a shutdown.
+    of ``process`` is logged and its apps count as processed (Faust's rule for an agent); a
+    request cancelled by a shutdown does not: its records stay unacked (with every record read
+    ahead) and Kafka redelivers them after the restart.
     """
 
     IDLE_SECONDS = 0.2
@@ -316,10 +327,16 @@ class PartitionBatcher:
             self._room.set()
             try:
                 await self.process([(w.partition, w.app_id) for w in taken])
+            except asyncio.CancelledError:
+                logger.info(
+                    "Cancelled: a request of %d apps of %s not acked, Kafka redelivers it",
+                    len(taken),
+                    self.name,
+                )
+                raise
             except Exception:
                 logger.exception("%s: a request of %d apps failed; acked", self.name, len(taken))
-            finally:
-                await self._ack(self.queue.done(taken))
+            await self._ack(self.queue.done(taken))
 
     async def _ack(self, tokens: Iterable[Hashable]) -> None:
         for token in tokens:
