@@ -4,9 +4,12 @@ The full 2025-08-17 snapshot (every observation new: the first sweep), then the 
 (a re-sweep: about 700 real changes among ~261k apps), is produced straight onto ``prices-raw``
 as the crawler would publish it, and the clock runs until the worker has taken in every app:
 
-* **batches** (this tree): one record per Steam answer (100 apps) and partition, the shape the
-  crawler sends since issue 12; done when every app has its row in ``price_current`` (pass 1)
-  and its check in ``price_checks`` (pass 2).
+* **batches** (this tree): one record per Steam answer and partition, the shape the crawler
+  sends during a sweep since it asks Steam for 100 apps of one partition at a time; done when
+  every app has its row in ``price_current`` (pass 1) and its check in ``price_checks`` (pass 2).
+* **mixed** (``BENCH_DESIGNS=batches,mixed,per-record``): this tree fed as the crawler did
+  before its requests were grouped by partition: 100 apps of any partitions per request, so a
+  record holds the ~12 of them of one partition (at 8 partitions); a trickle still looks so.
 * **per-record** (the design before, run from git): one record per app, keyed by app id; done
   when every app's ``price_current.observed_at`` reached the pass's fetch time. Its code is
   checked out of git (``BENCH_BASELINE_REF``, default the last commit before the redesign)
@@ -31,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -95,17 +99,46 @@ def peak_rss_mb(pid: int) -> float:
 Produce = Callable[[AIOKafkaProducer, str, dict[int, Price], datetime], Awaitable[int]]
 
 
+async def send_raw(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    prices: dict[int, Price],
+    ids: list[int],
+    at: datetime,
+) -> None:
+    batch = RawBatch("us", at, [(a, entry(prices[a])) for a in ids])
+    value = json.dumps(raw_record(batch), separators=(",", ":")).encode()
+    await producer.send(topic, value, partition=partition)
+
+
 async def produce_batches(
     producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
 ) -> int:
-    """As the crawler sends an answer: one record per request of 100 apps and partition."""
+    """As the crawler sends a sweep: requests of 100 apps of one partition, one record each.
+
+    The partitions take turns, as the crawler's queue serves the one that has waited longest.
+    """
+    per_partition = [
+        [(partition, ids[i : i + REQUEST_APPS]) for i in range(0, len(ids), REQUEST_APPS)]
+        for partition, ids in sorted(by_partition(sorted(prices), PARTITIONS).items())
+    ]
+    requests = [r for turn in zip_longest(*per_partition) for r in turn if r is not None]
+    for partition, ids in requests:
+        await send_raw(producer, topic, partition, prices, ids, at)
+    return len(requests)
+
+
+async def produce_mixed(
+    producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
+) -> int:
+    """As the crawler sent an answer before requests were grouped by partition: 100 apps of any
+    partitions per request, one record per partition of them (about 12 apps at 8 partitions)."""
     ids = sorted(prices)
     records = 0
     for i in range(0, len(ids), REQUEST_APPS):
         for partition, group in by_partition(ids[i : i + REQUEST_APPS], PARTITIONS).items():
-            batch = RawBatch("us", at, [(a, entry(prices[a])) for a in group])
-            value = json.dumps(raw_record(batch), separators=(",", ":")).encode()
-            await producer.send(topic, value, partition=partition)
+            await send_raw(producer, topic, partition, prices, group, at)
             records += 1
     return records
 
@@ -264,11 +297,13 @@ def table(designs: list[Design]) -> str:
             for d in designs
         )
         lines.append(f"{label:34}{cells}{goal:>10}")
-    if len(designs) == 2 and all("resweep_cpu_us" in d.figures for d in designs):
-        new, old = designs
+    old = designs[-1]
+    for new in designs[:-1]:
+        if old.name != "per-record" or not all("resweep_cpu_us" in d.figures for d in (new, old)):
+            continue
         for key in ("first_cpu_us", "resweep_cpu_us"):
             lines.append(
-                f"{key}: per-record / batches = {old.figures[key] / new.figures[key]:.1f}x"
+                f"{key}: per-record / {new.name} = {old.figures[key] / new.figures[key]:.1f}x"
             )
     return "\n".join(lines)
 
@@ -286,6 +321,8 @@ async def main() -> dict[str, object]:
     designs = []
     if "batches" in wanted:
         designs.append(Design("batches", produce_batches, count_checked))
+    if "mixed" in wanted:
+        designs.append(Design("mixed", produce_mixed, count_checked))
     baseline: Path | None = None
     try:
         if "per-record" in wanted:
