@@ -154,6 +154,7 @@ async def test_the_sweep_catches_what_the_app_list_never_announced(
         return row if row == (999, 50) else None
 
     await wait_for("the sweep to re-price app 40", on_sale, timeout=20)
+
     # Every tracked app is re-priced by the sweep, not just the changed one (perhaps in a
     # request of its own a moment later: the two seeds are of different partitions).
     async def swept_50() -> bool:
