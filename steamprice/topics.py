@@ -8,6 +8,7 @@ of one partition, sent to that partition explicitly (see ``steamprice.batches``)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -113,10 +114,13 @@ async def send_crawl_requests(
     ``app_ids``: a list, or lists by partition (already grouped).
     """
     groups = app_ids if isinstance(app_ids, Mapping) else by_partition(app_ids, partitions())
-    records = 0
+    sent = []
     for where, ids in groups.items():
         for chunk in chunks(list(ids)):
             value = crawl_record(requested_at, chunk)
-            await crawl_requests_topic.send(value=value, partition=where)
-            records += 1
-    return records
+            sent.append(await crawl_requests_topic.send(value=value, partition=where))
+    # Returns once the broker has every record: a caller that then marks the apps pending in a
+    # table can never have the mark survive a crash without the request (its changelog write
+    # and these records are separate sends, and a kill -9 may deliver one without the other).
+    await asyncio.gather(*sent)
+    return len(sent)

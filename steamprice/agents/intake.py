@@ -163,12 +163,15 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     dispatched: list[int] = []
     counts: Counter[str] = Counter()
     parked: list[tuple[ScheduleCommand, str]] = []
+    # New states are written to the table only after the crawl requests are on the broker: a
+    # redelivered record meets the old state and dispatches again (at-least-once), where a
+    # pending mark that outlived a lost request would hold the app until the pending timeout.
+    states: dict[int, AppState] = {}
     for cmd in commands:
-        prev = app_state_table.get(cmd.app_id)
+        prev = states[cmd.app_id] if cmd.app_id in states else app_state_table.get(cmd.app_id)
         decision = decide(prev, cmd, policy)
         if decision.state is not None:
-            app_state_table[cmd.app_id] = decision.state
-        due_index.update(cmd.app_id, decision.state or prev)
+            states[cmd.app_id] = decision.state
         if decision.dispatch:
             dispatched.append(cmd.app_id)
             counts[cmd.op] += 1
@@ -182,6 +185,10 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
             parked.append((cmd, decision.failed_reason))
     if dispatched:
         await send_crawl_requests(commands[0].at, {partition: dispatched})
+    for app_id, state in states.items():
+        app_state_table[app_id] = state
+    for app_id in {cmd.app_id for cmd in commands}:
+        due_index.update(app_id, states.get(app_id, app_state_table.get(app_id)))
     for cmd, reason in parked:
         logger.warning("App %d moved to the failed state: %s", cmd.app_id, reason)
         await app_ids_failed_topic.send(

@@ -227,3 +227,17 @@ async def test_failures_back_off_then_park_the_app_in_the_failed_state(
     state = drive.state()
     assert (state.failed, state.failures, state.pending) == (False, 0, True)
     assert due_index.failed == 0
+
+
+async def test_a_dispatch_is_on_the_broker_before_the_table_marks_the_app_pending(
+    drive: Driver, sent: Sent
+) -> None:
+    # A kill -9 may deliver the changelog write without the crawl request when the write goes
+    # first; the redelivered seed would then meet a pending app and dispatch nothing.
+    await drive.record([ScheduleCommand(APP, SEED, T0)], HOME)
+    order = [r.topic for r in sent.records]
+    request = order.index(crawl_requests_topic.get_topic_name())
+    writes = [
+        i for i, t in enumerate(order) if t == app_state_table.changelog_topic.get_topic_name()
+    ]
+    assert writes and request < min(writes), order

@@ -110,13 +110,17 @@ class Sent:
 
         async def send(
             key: Any = None, value: Any = None, partition: int | None = None, **_: Any
-        ) -> None:
+        ) -> asyncio.Future[None]:
             # What the real send would refuse must fail here too.
             if isinstance(value_type, type) and issubclass(value_type, faust.Record):
                 assert value is None or isinstance(value, value_type), (
                     f"{name} takes {value_type.__name__}, not {type(value).__name__}"
                 )
             self.records.append(Record(name, key, value, partition))
+            # Like Faust's send: a future of the delivery (delivered at once here).
+            delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            delivered.set_result(None)
+            return delivered
 
         return send
 
