@@ -80,6 +80,9 @@ class Settings:
     steam_batch_size: int = 100
     # First pause after a 429; grows on repeats.
     steam_backoff_seconds: float = 30.0
+    # Pace of GetItems requests (discount end dates, api.steampowered.com: its own budget, not
+    # the store's); each asks about up to 250 apps. 0 switches end dates off.
+    steam_getitems_max_requests_per_minute: float = 20.0
     # Longest the crawler waits to fill a batch before sending a partial one.
     steam_batch_wait_seconds: float = 2.0
     # Timeout of one store request.
@@ -178,6 +181,8 @@ class Settings:
             raise SettingsError("STEAM_BATCH_SIZE must be between 1 and 1000")
         if self.steam_max_requests_per_minute <= 0:
             raise SettingsError("STEAM_MAX_REQUESTS_PER_MINUTE must be positive")
+        if self.steam_getitems_max_requests_per_minute < 0:
+            raise SettingsError("STEAM_GETITEMS_MAX_REQUESTS_PER_MINUTE must be 0 (off) or more")
         if self.steam_backoff_seconds <= 0:
             raise SettingsError("STEAM_BACKOFF_SECONDS must be positive")
         if self.recrawl_interval_seconds <= 0:
@@ -306,6 +311,11 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         ),
         "steam_max_requests_per_minute": get(
             "STEAM_MAX_REQUESTS_PER_MINUTE", d.steam_max_requests_per_minute, float
+        ),
+        "steam_getitems_max_requests_per_minute": get(
+            "STEAM_GETITEMS_MAX_REQUESTS_PER_MINUTE",
+            d.steam_getitems_max_requests_per_minute,
+            float,
         ),
         "steam_batch_size": get("STEAM_BATCH_SIZE", d.steam_batch_size, int),
         "steam_backoff_seconds": get("STEAM_BACKOFF_SECONDS", d.steam_backoff_seconds, float),

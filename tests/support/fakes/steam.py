@@ -1078,18 +1078,19 @@ class FakeSteam(FakeServer):
         ip = request.remote or "unknown"
         if request.method != "GET":
             return await self._finish(request, arrived, self._webapi_html(405))
+        payload: Any = None
+        try:
+            payload = json.loads(request.query["input_json"])
+        except (KeyError, ValueError):
+            pass
+        ids = payload.get("ids") if isinstance(payload, dict) else None
+        n = len(ids) if isinstance(ids, list) else 0
         url_length = len(f"{request.scheme}://{request.host}{request.raw_path}")
         if url_length > self.getitems_max_url:
             response = self._html(400, _URL_TOO_LONG_HTML)
-            return await self._finish(request, arrived, response)
-        try:
-            payload = json.loads(request.query["input_json"])
-            if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
-                raise TypeError("input_json has no list of ids")
-            ids = payload["ids"]
-        except (KeyError, ValueError, TypeError):
+            return await self._finish(request, arrived, response, n)
+        if not isinstance(ids, list):
             return await self._finish(request, arrived, self._webapi_html(400))
-        n = len(ids)
 
         if self.getitems_rate_limit is not None:
             limit, window = self.getitems_rate_limit
