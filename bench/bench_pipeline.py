@@ -1,28 +1,53 @@
-"""The full 2025-08-17 snapshot through normalize -> detect -> MySQL on one worker (issue 4).
+"""Two real daily snapshots through normalize -> detect -> MySQL on one worker, both designs.
 
-Raw ``appdetails`` entries (as the crawler would publish them) are produced straight onto
-``prices-raw``; the clock runs until every app has its row in ``price_current``. Then the worker
-is restarted with its tables populated and the time until it processes a new message is taken.
-Targets: >= 5,000 observations/s, peak RSS <= 500 MB, restart to processing <= 30 s.
+The full 2025-08-17 snapshot (every observation new: the first sweep), then the 2025-08-18 one
+(a re-sweep: about 700 real changes among ~261k apps), is produced straight onto ``prices-raw``
+as the crawler would publish it, and the clock runs until the worker has taken in every app:
+
+* **batches** (this tree): one record per Steam answer (100 apps) and partition, the shape the
+  crawler sends since issue 12; done when every app has its row in ``price_current`` (pass 1)
+  and its check in ``price_checks`` (pass 2).
+* **per-record** (the design before, run from git): one record per app, keyed by app id; done
+  when every app's ``price_current.observed_at`` reached the pass's fetch time. Its code is
+  checked out of git (``BENCH_BASELINE_REF``, default the last commit before the redesign)
+  into a temporary worktree and its worker started from there, so the product keeps one
+  code path and the comparison is measured in the same run, on the same machine state.
+
+Per pass: observations/s, worker CPU (user + system) per observation, peak RSS; then the worker
+is restarted with its tables populated and the time until it processes a new record is taken.
+Goals (worker CPU on one worker): re-sweep <= 50 us/observation, first sweep <= 200 us,
+>= 5,000 observations/s in both, RSS <= 500 MB, restart to processing <= 30 s.
+``BENCH_APPS=N`` takes the first N apps of each snapshot; ``BENCH_DESIGNS=batches`` runs one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from steamprice.batches import RawBatch, by_partition, raw_record
 from tests.support.infra import KAFKA, wait_for
-from tests.support.processes import Pipeline
-from tests.support.replay import SNAPSHOTS, read_snapshot, shared_data_dir
+from tests.support.processes import Pipeline, Worker
+from tests.support.replay import SNAPSHOTS, Price, read_snapshot, shared_data_dir
+
+BASELINE_REF = "92e4373"  # support: the record-per-observation design, before issue 12
+PARTITIONS = 4  # the test pipelines' TOPIC_PARTITIONS
+REQUEST_APPS = 100  # apps per appdetails request (STEAM_BATCH_SIZE)
+GOALS = {"first": 200.0, "resweep": 50.0}  # worker CPU us per observation
+GOAL_RATE, GOAL_RSS, GOAL_RESTART = 5000.0, 500.0, 30.0
 
 
-def entry(price: tuple[str, int | None, int | None, int | None]) -> str:
+def entry(price: Price) -> str:
     status, initial, final, discount = price
     if status != "priced":
         return '{"success":true,"data":[]}'
@@ -57,21 +82,184 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def produce(pipeline: Pipeline, prices: dict[int, tuple], fetched_at: datetime) -> None:
+Produce = Callable[[AIOKafkaProducer, str, dict[int, Price], datetime], Awaitable[int]]
+
+
+async def produce_batches(
+    producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
+) -> int:
+    """As the crawler sends an answer: one record per request of 100 apps and partition."""
+    ids = sorted(prices)
+    records = 0
+    for i in range(0, len(ids), REQUEST_APPS):
+        for partition, group in by_partition(ids[i : i + REQUEST_APPS], PARTITIONS).items():
+            batch = RawBatch("us", at, [(a, entry(prices[a])) for a in group])
+            value = json.dumps(raw_record(batch), separators=(",", ":")).encode()
+            await producer.send(topic, value, partition=partition)
+            records += 1
+    return records
+
+
+async def produce_singles(
+    producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
+) -> int:
+    """As the crawler sent them before: one ``RawPrice`` per app, keyed by app id."""
+    stamp = at.isoformat()
+    for app_id in sorted(prices):
+        value = json.dumps(
+            {"app_id": app_id, "cc": "us", "fetched_at": stamp, "entry": entry(prices[app_id])},
+            separators=(",", ":"),
+        ).encode()
+        await producer.send(topic, value, key=str(app_id).encode())
+    return len(prices)
+
+
+async def count_checked(pipeline: Pipeline, since: datetime) -> int:
+    rows = await pipeline.query(
+        "SELECT COALESCE(SUM(apps), 0) FROM price_checks WHERE checked_at >= %s",
+        (since.replace(tzinfo=None),),
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+async def count_observed(pipeline: Pipeline, since: datetime) -> int:
+    rows = await pipeline.query(
+        "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s",
+        (since.replace(tzinfo=None),),
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+@dataclass
+class Design:
+    name: str
+    produce: Produce
+    done: Callable[[Pipeline, datetime], Awaitable[int]]
+    env: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+async def timed_pass(
+    design: Design, pipeline: Pipeline, worker: Worker, prices: dict[int, Price], label: str
+) -> None:
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    at = datetime.now(UTC)
+    cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
-        topic = pipeline.topic("prices-raw")
-        stamp = fetched_at.isoformat()
-        for app_id, price in prices.items():
-            value = json.dumps(
-                {"app_id": app_id, "cc": "us", "fetched_at": stamp, "entry": entry(price)},
-                separators=(",", ":"),
-            ).encode()
-            await producer.send(topic, value, key=str(app_id).encode())
+        records = await design.produce(producer, pipeline.topic("prices-raw"), prices, at)
         await producer.flush()
     finally:
         await producer.stop()
+    n = len(prices)
+    print(f"  {design.name} {label}: produced {n:,} observations in {records:,} records")
+    last = [time.monotonic()]
+
+    async def all_in() -> bool:
+        got = await design.done(pipeline, at)
+        if time.monotonic() - last[0] > 15:
+            last[0] = time.monotonic()
+            print(f"    {got:,}/{n:,} after {time.monotonic() - started:.0f} s", flush=True)
+        return got >= n
+
+    await wait_for(f"{design.name} {label}: every observation", all_in, timeout=7200, every=0.5)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(pid) - cpu_before
+    design.figures[f"{label}_per_second"] = n / seconds
+    design.figures[f"{label}_cpu_us"] = cpu / n * 1e6
+    design.figures[f"{label}_rss_mb"] = peak_rss_mb(pid)
+    print(
+        f"  {design.name} {label}: {n / seconds:,.0f} observations/s, "
+        f"{cpu / n * 1e6:,.0f} us CPU per observation, peak RSS {peak_rss_mb(pid):.0f} MB"
+    )
+
+
+async def restart(design: Design, pipeline: Pipeline, worker: Worker, probe_app: int) -> None:
+    await worker.stop()
+    began = time.monotonic()
+    await worker.start(wait=False)
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
+    await producer.start()
+    try:
+        await design.produce(
+            producer, pipeline.topic("prices-raw"), {probe_app: ("priced", 999, 999, 0)}, at
+        )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def probe_row() -> bool:
+        return bool(
+            await pipeline.query("SELECT 1 FROM price_current WHERE app_id = %s", (probe_app,))
+        )
+
+    await wait_for("the worker to process again after a restart", probe_row, timeout=600)
+    design.figures["restart_seconds"] = time.monotonic() - began
+    print(f"  {design.name}: restart to processing {design.figures['restart_seconds']:.1f} s")
+
+
+async def run_design(design: Design, days: list[dict[int, Price]]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-{design.name}-"))
+    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", TOPIC_PARTITIONS=str(PARTITIONS))
+    worker = pipeline.worker("w1", **design.env)
+    try:
+        await worker.start()
+        await timed_pass(design, pipeline, worker, days[0], "first")
+        await timed_pass(design, pipeline, worker, days[1], "resweep")
+        await restart(design, pipeline, worker, max(max(d) for d in days) + 1)
+    finally:
+        print(f"  worker log: {worker.log_path}")
+        await pipeline.close()
+
+
+def checkout(ref: str) -> Path:
+    """A temporary git worktree of ``ref`` (the previous design's code)."""
+    root = Path(__file__).resolve().parents[1]
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "src"
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", str(path), ref],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def remove_checkout(path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "remove", "--force", str(path)], capture_output=True
+    )
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def table(designs: list[Design]) -> str:
+    rows = [
+        ("first sweep: observations/s", "first_per_second", f">= {GOAL_RATE:,.0f}", ",.0f"),
+        ("first sweep: CPU us/observation", "first_cpu_us", f"<= {GOALS['first']:.0f}", ",.0f"),
+        ("re-sweep: observations/s", "resweep_per_second", f">= {GOAL_RATE:,.0f}", ",.0f"),
+        ("re-sweep: CPU us/observation", "resweep_cpu_us", f"<= {GOALS['resweep']:.0f}", ",.0f"),
+        ("peak RSS MB", "resweep_rss_mb", f"<= {GOAL_RSS:.0f}", ",.0f"),
+        ("restart to processing s", "restart_seconds", f"<= {GOAL_RESTART:.0f}", ".1f"),
+    ]
+    head = f"{'':34}" + "".join(f"{d.name:>14}" for d in designs) + f"{'goal':>10}"
+    lines = [head]
+    for label, key, goal, fmt in rows:
+        cells = "".join(
+            f"{format(d.figures[key], fmt):>14}" if key in d.figures else f"{'-':>14}"
+            for d in designs
+        )
+        lines.append(f"{label:34}{cells}{goal:>10}")
+    if len(designs) == 2 and all("resweep_cpu_us" in d.figures for d in designs):
+        new, old = designs
+        for key in ("first_cpu_us", "resweep_cpu_us"):
+            lines.append(
+                f"{key}: per-record / batches = {old.figures[key] / new.figures[key]:.1f}x"
+            )
+    return "\n".join(lines)
 
 
 async def main() -> dict[str, object]:
@@ -79,66 +267,26 @@ async def main() -> dict[str, object]:
     if data is None:
         print("skipped: set STEAMPRICE_SHARED_DATA to the folder with " + ", ".join(SNAPSHOTS))
         return {"skipped": True}
-    prices = read_snapshot(data / SNAPSHOTS[0])
+    days = [read_snapshot(data / name) for name in SNAPSHOTS]
     limit = int(os.environ.get("BENCH_APPS", "0"))
     if limit:
-        prices = dict(list(prices.items())[:limit])
-    n = len(prices)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", SINK_BATCH_SIZE="2000")
-    worker = pipeline.worker()
+        days = [dict(sorted(d.items())[:limit]) for d in days]
+    wanted = os.environ.get("BENCH_DESIGNS", "batches,per-record").split(",")
+    designs = []
+    if "batches" in wanted:
+        designs.append(Design("batches", produce_batches, count_checked))
+    baseline: Path | None = None
     try:
-        await worker.start()
-        assert worker.proc is not None
-        cpu_before = cpu_seconds(worker.proc.pid)
-        started = time.monotonic()
-        await produce(pipeline, prices, datetime.now(UTC))
-        produced = time.monotonic() - started
-        print(f"produced {n:,} raw entries in {produced:.1f} s")
-        last = [time.monotonic()]
-
-        async def all_rows() -> bool:
-            got = int((await pipeline.query("SELECT COUNT(*) FROM price_current"))[0][0])
-            if time.monotonic() - last[0] > 10:
-                last[0] = time.monotonic()
-                print(f"  {got:,}/{n:,} rows after {time.monotonic() - started:.0f} s", flush=True)
-            return got >= n
-
-        await wait_for("every observation in price_current", all_rows, timeout=3600, every=0.5)
-        seconds = time.monotonic() - started
-        rss = peak_rss_mb(worker.proc.pid)
-        cpu = cpu_seconds(worker.proc.pid) - cpu_before
-        rate = n / seconds
-        print(
-            f"{n:,} observations end to end in {seconds:.1f} s: {rate:,.0f}/s "
-            f"(target >= 5,000/s: {rate / 5000:.2f}x); worker CPU {cpu:.1f} s = "
-            f"{cpu / n * 1e6:,.0f} us per observation (CPU-bound ceiling {n / cpu:,.0f}/s); "
-            f"worker peak RSS {rss:.0f} MB (target <= 500 MB)"
-        )
-
-        await worker.stop()
-        restart = time.monotonic()
-        await worker.start(wait=False)
-        probe_app = max(prices) + 1
-        await produce(pipeline, {probe_app: ("priced", 999, 999, 0)}, datetime.now(UTC))
-
-        async def probe_row() -> bool:
-            rows = await pipeline.query(
-                "SELECT 1 FROM price_current WHERE app_id = %s", (probe_app,)
-            )
-            return bool(rows)
-
-        await wait_for("the worker to process again after a restart", probe_row, timeout=600)
-        restart_seconds = time.monotonic() - restart
-        print(f"restart (tables populated) to processing: {restart_seconds:.1f} s (target <= 30 s)")
-        return {
-            "observations": n,
-            "seconds": round(seconds, 1),
-            "per_second": round(rate),
-            "cpu_us_per_observation": round(cpu / n * 1e6),
-            "peak_rss_mb": round(rss),
-            "restart_seconds": round(restart_seconds, 1),
-        }
+        if "per-record" in wanted:
+            baseline = checkout(os.environ.get("BENCH_BASELINE_REF", BASELINE_REF))
+            # The old design's own bench used batches of 2000 messages (one per observation).
+            env = {"PYTHONPATH": str(baseline), "SINK_BATCH_SIZE": "2000"}
+            designs.append(Design("per-record", produce_singles, count_observed, env))
+        for design in designs:
+            print(f"{design.name}: {', '.join(f'{len(d):,}' for d in days)} observations")
+            await run_design(design, days)
     finally:
-        print(f"worker log: {worker.log_path}")
-        await pipeline.close()
+        if baseline is not None:
+            remove_checkout(baseline)
+    print(table(designs))
+    return {d.name: {k: round(v, 1) for k, v in d.figures.items()} for d in designs}

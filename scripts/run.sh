@@ -70,6 +70,7 @@ fi
 cat <<TXT
 
 steamprice is running.
+  Price pages:  http://127.0.0.1:$WEB_PORT/prices   (JSON: /api/prices, /api/apps/ID, /api/changes)
   Faust web (stats, /health, /metrics): http://127.0.0.1:$WEB_PORT/
   MySQL:        mysql -h127.0.0.1 -uroot $MYSQL_DB -e 'SELECT * FROM price_current LIMIT 20'
   Prometheus:   http://127.0.0.1:9090/  (try steam_games_processed_total)

@@ -15,11 +15,11 @@ AGENT_MODULES = [
     "steamprice.agents.crawl",
     "steamprice.agents.discovery",
     "steamprice.agents.enrich",
-    "steamprice.agents.normalize",
     "steamprice.agents.changes",
     "steamprice.sinks.mysql",
     "steamprice.sinks.discord",
     "steamprice.web",
+    "steamprice.pages.views",
     "steamprice.cli",
     "steamprice.status",
 ]
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> faust.App:
     return App(
         settings.app_id,
         broker=settings.kafka_broker,
-        store="rocksdb://",
+        store=settings.table_store,
         datadir=str(Path(settings.data_dir).resolve()),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         # the group is assigned with; the consumer only takes it on at its next metadata
         # refresh (default: 5 minutes without consuming seeds). Found by the fault suite.
         consumer_metadata_max_age_ms=10_000,
+        allow_untested_versions=settings.allow_untested_faust,
     )
 
 

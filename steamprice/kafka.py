@@ -30,24 +30,74 @@ What loses them, and what this module does about it (Faust's logic is otherwise 
 
 And an offset is committed only once every offset from the last commit on was acked (Faust's
 check lets one unacked offset through, which a crash would then lose).
+
+All of this reaches into private internals of faust-streaming and aiokafka, so it holds for the
+exact versions it was proven against (:data:`PROVEN_WITH`, the pins of pyproject.toml): a worker
+refuses to start with any other (:class:`Worker`) unless ``ALLOW_UNTESTED_FAUST`` says so, and
+``tests/unit/test_kafka_guard.py`` names every private method and attribute used here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Set
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, cast
 
 import faust
+from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 from mode import Service
 
+logger = logging.getLogger(__name__)
+
 # How often partitions are checked for commits stuck at a lost offset.
 STALL_CHECK_SECONDS = 5.0
+# The releases whose internals this module was proven against (rebalance and fault suites).
+PROVEN_WITH = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+
+
+class UntestedVersions(RuntimeError):
+    """faust-streaming or aiokafka is not the release this module was proven against."""
+
+
+def installed_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PROVEN_WITH:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def check_versions(allow_untested: bool, installed: Mapping[str, str | None]) -> str | None:
+    """None when ``installed`` are the proven releases; else the reason, as one line.
+
+    Raises :class:`UntestedVersions` with it unless ``allow_untested``; then the caller warns.
+    """
+    untested = [
+        f"{name} {installed.get(name) or '(missing)'}"
+        for name, version in PROVEN_WITH.items()
+        if installed.get(name) != version
+    ]
+    if not untested:
+        return None
+    proven = " and ".join(f"{name} {version}" for name, version in PROVEN_WITH.items())
+    line = (
+        f"the Kafka consumer fix (steamprice/kafka.py) was proven with {proven}, "
+        f"not {' and '.join(untested)}"
+    )
+    if not allow_untested:
+        raise UntestedVersions(
+            f"{line}: refusing to start (ALLOW_UNTESTED_FAUST=true starts anyway)"
+        )
+    return line
 
 
 def committable(acked: list[int], committed: int | None) -> list[int]:
@@ -299,7 +349,7 @@ class Consumer(aiokafka.Consumer):
         self._suspects = suspects
 
     def _queues_empty(self, tp: TP) -> bool:
-        channels = getattr(self.app.topics, "_tp_index", {}).get(tp, ())
+        channels = cast(Conductor, self.app.topics)._tp_index.get(tp, ())
         return all(channel.queue.empty() for channel in channels)
 
     async def _recover(self, tp: TP, offset: int, present: int) -> None:
@@ -348,8 +398,38 @@ class Transport(aiokafka.Transport):
     Consumer = Consumer
 
 
+class Worker(faust.Worker):
+    """faust's worker, refusing faust-streaming and aiokafka releases not in :data:`PROVEN_WITH`.
+
+    The refusal is one line on stderr and exit code 1, before anything starts.
+    """
+
+    def __init__(self, app: App, *services: Any, **kwargs: Any) -> None:
+        try:
+            self.untested = check_versions(app.allow_untested_versions, installed_versions())
+        except UntestedVersions as exc:
+            raise SystemExit(f"steamprice worker: {exc}") from None
+        super().__init__(app, *services, **kwargs)
+
+    async def on_start(self) -> None:
+        await super().on_start()  # logging is set up by now
+        if self.untested:
+            logger.warning(
+                "ALLOW_UNTESTED_FAUST=true: %s; messages may be lost around rebalances",
+                self.untested,
+            )
+
+
 class App(faust.App):
-    """``faust.App`` whose Kafka transport uses the consumer above."""
+    """``faust.App`` whose Kafka transport uses the consumer above, started by :class:`Worker`.
+
+    ``allow_untested_versions`` lets a worker start on releases other than :data:`PROVEN_WITH`.
+    """
+
+    def __init__(self, *args: Any, allow_untested_versions: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("Worker", Worker)
+        super().__init__(*args, **kwargs)
+        self.allow_untested_versions = allow_untested_versions
 
     def _new_transport(self) -> Any:
         if self.conf.broker_consumer[0].scheme in ("kafka", "aiokafka"):

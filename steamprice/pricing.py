@@ -8,9 +8,10 @@ at-least-once delivery safe.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from steamprice.models import (
     Observation,
@@ -18,7 +19,6 @@ from steamprice.models import (
     PriceHistory,
     PricePeriod,
     PriceState,
-    RawPrice,
     SeenObservation,
 )
 from steamprice.steam import NO_PRICE, PRICED, UNKNOWN, parse_entry
@@ -55,9 +55,10 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def observation_id(app_id: int, cc: str, fetched_at: datetime) -> str:
-    """Stable id of one fetch of one app in one region."""
-    return _digest(app_id, cc, fetched_at.isoformat())[:24]
+def observation_id(app_id: int, cc: str, fetched_at: datetime, stamp: str = "") -> str:
+    """Stable id of one fetch of one app in one region (``stamp``: ``fetched_at.isoformat()``,
+    given when known: a batch computes it once for all its apps)."""
+    return _digest(app_id, cc, stamp or fetched_at.isoformat())[:24]
 
 
 def event_id(app_id: int, cc: str, obs_id: str) -> str:
@@ -65,20 +66,22 @@ def event_id(app_id: int, cc: str, obs_id: str) -> str:
     return _digest("change", app_id, cc, obs_id)
 
 
-def normalize(raw: RawPrice) -> tuple[Observation, str]:
-    """Turn a raw Steam entry into an observation; the second value names any oddity found."""
-    parsed = parse_entry(raw.entry)
+def normalize(
+    app_id: int, cc: str, fetched_at: datetime, entry: str, stamp: str = ""
+) -> tuple[Observation, str]:
+    """Turn one app's raw Steam entry into an observation; the second value names any oddity."""
+    parsed = parse_entry(entry)
     return (
         Observation(
-            app_id=raw.app_id,
-            cc=raw.cc,
+            app_id=app_id,
+            cc=cc,
             status=parsed.status,
             currency=parsed.currency,
             initial=parsed.initial,
             final=parsed.final,
             discount_percent=parsed.discount_percent,
-            observed_at=raw.fetched_at,
-            obs_id=observation_id(raw.app_id, raw.cc, raw.fetched_at),
+            observed_at=fetched_at,
+            obs_id=observation_id(app_id, cc, fetched_at, stamp),
         ),
         parsed.problem,
     )
@@ -230,11 +233,35 @@ def detect_change(
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What applying one observation means: table values to write (None: leave) and events."""
+    """What applying one observation means: table values to write (None: leave) and events.
+
+    ``news``: the observation changed the last known price (or was the first), or is a
+    redelivery of one that did; the MySQL sink stores exactly these.
+    """
 
     state: PriceState | None = None
     history: PriceHistory | None = None
     events: list[PriceChange] = field(default_factory=list)
+    news: bool = False
+
+
+def history_of(state: PriceState) -> PriceHistory | None:
+    """The history a priced state implies while none was written: its own first period.
+
+    A first observation writes only the state (one table write, not two, for every app and
+    region of a first sweep); the history is written at the first change, starting from this.
+    """
+    if state.status != PRICED or state.final is None or state.currency is None:
+        return None
+    return PriceHistory(
+        app_id=state.app_id,
+        cc=state.cc,
+        currency=state.currency,
+        low_final=state.final,
+        low_at=state.observed_at,
+        periods=[PricePeriod(final=state.final, start=state.observed_at)],
+        changes=[],
+    )
 
 
 def apply_observation(
@@ -247,19 +274,30 @@ def apply_observation(
     A redelivered observation (its ``obs_id`` already applied) re-emits the same event, because
     the crash that caused the redelivery may have come between the table write and the send.
     An observation older than the state, or identical to it, writes nothing and emits nothing.
-    ``load_history`` is only called when the history is needed (a change or a first price).
+    ``load_history`` is only called when the history is needed (a change); a first observation
+    writes no history (:func:`history_of` stands for it until the first change).
     """
     if prev is not None:
         for seen in prev.recent:
             if seen.obs_id == obs.obs_id:
-                return Applied(events=[seen.event] if seen.event is not None else [])
+                return Applied(events=[seen.event] if seen.event is not None else [], news=True)
         if obs.observed_at < prev.observed_at or _same(prev, obs):
             return Applied()
-    history = load_history() if obs.status == PRICED else None
-    event = detect_change(prev, obs, history)
-    new_history = update_history(history, obs)
-    if new_history is not None and event is not None:
-        new_history.changes = [*new_history.changes, event][-LAST_CHANGES:]
+    history: PriceHistory | None = None
+    new_history: PriceHistory | None = None
+    if prev is not None and (obs.status == PRICED or prev.status == PRICED):
+        stored = load_history()
+        history = stored if stored is not None else history_of(prev)
+        if obs.status != PRICED and stored is None:
+            new_history = history  # kept for the next priced period: write what it stood for
+    if obs.status == PRICED:
+        event = detect_change(prev, obs, history)
+        if prev is not None:
+            new_history = update_history(history, obs)
+            if new_history is not None and event is not None:
+                new_history.changes = [*new_history.changes, event][-LAST_CHANGES:]
+    else:
+        event = detect_change(prev, obs, None)
     recent = list(prev.recent) if prev is not None else []
     state = PriceState(
         app_id=obs.app_id,
@@ -272,4 +310,47 @@ def apply_observation(
         observed_at=obs.observed_at,
         recent=[*recent, SeenObservation(obs_id=obs.obs_id, event=event)][-RECENT_OBSERVATIONS:],
     )
-    return Applied(state, new_history, [event] if event is not None else [])
+    return Applied(state, new_history, [event] if event is not None else [], news=True)
+
+
+def _stored_time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:
+    """:func:`apply_observation`'s answer when ``obs`` changes nothing, or None.
+
+    Read straight off the stored JSON of a :class:`PriceState`, without building the Record
+    (about five times the cost of the JSON itself): a sweep of an unchanged catalog is almost
+    only such observations.
+    """
+    for seen in stored.get("recent") or ():
+        if seen.get("obs_id") == obs.obs_id:
+            event = seen.get("event")
+            return Applied(events=[PriceChange.from_data(event)] if event else [], news=True)
+    if obs.observed_at < _stored_time(stored["observed_at"]) or fingerprint(
+        stored["status"],
+        stored["currency"],
+        stored["initial"],
+        stored["final"],
+        stored["discount_percent"],
+    ) == fingerprint(obs.status, obs.currency, obs.initial, obs.final, obs.discount_percent):
+        return Applied()
+    return None
+
+
+def apply_stored(
+    stored: PriceState | Mapping[str, Any] | None,
+    obs: Observation,
+    load_history: Callable[[], PriceHistory | None] = lambda: None,
+) -> Applied:
+    """:func:`apply_observation` on a state as the table returns it: JSON (RocksDB) or a Record.
+
+    The same answer either way; the Record is only built when the observation is applied.
+    """
+    if isinstance(stored, Mapping):
+        quick = settled(stored, obs)
+        if quick is not None:
+            return quick
+        stored = PriceState.from_data(dict(stored))
+    return apply_observation(stored, obs, load_history)

@@ -108,13 +108,13 @@ def count_apps(states: Iterable[TrackedApp], now: datetime) -> AppCounts:
 
 @dataclass(frozen=True)
 class RegionRows:
-    """``price_current`` of one region: rows, rows observed within the recrawl interval."""
+    """One region: rows of ``price_current``, apps checked within the recrawl interval
+    (``price_checks``) and the newest check."""
 
     cc: str
     rows: int
     fresh: int
-    oldest: datetime | None
-    newest: datetime | None
+    last_checked: datetime | None
 
 
 def sweep_progress(
@@ -122,16 +122,17 @@ def sweep_progress(
 ) -> list[dict[str, Any]]:
     """Per region: how much of the current sweep is done.
 
-    An app counts as swept in a region when its price there was observed within the recrawl
-    interval; ``progress`` is that over the apps being crawled (tracked and not failed), capped
-    at 1 (a failed app may still have a fresh row). Configured regions come first, then any
-    region the table still holds from an earlier configuration.
+    An app counts as swept in a region when its price there was checked within the recrawl
+    interval (whether or not it changed); ``progress`` is that over the apps being crawled
+    (tracked and not failed), capped at 1 (a failed app may still have a fresh check).
+    Configured regions come first, then any region the table still holds from an earlier
+    configuration.
     """
     by_cc = {r.cc: r for r in rows}
     order = list(dict.fromkeys([*regions, *sorted(by_cc)]))
     out = []
     for cc in order:
-        r = by_cc.get(cc, RegionRows(cc, 0, 0, None, None))
+        r = by_cc.get(cc, RegionRows(cc, 0, 0, None))
         progress = None
         if active_apps:
             progress = round(min(1.0, r.fresh / active_apps), 4)
@@ -144,8 +145,7 @@ def sweep_progress(
                 "rows": r.rows,
                 "swept": r.fresh,
                 "progress": progress,
-                "oldest_observed_at": iso_utc(r.oldest),
-                "newest_observed_at": iso_utc(r.newest),
+                "last_checked_at": iso_utc(r.last_checked),
             }
         )
     return out
@@ -259,7 +259,7 @@ def render(report: Mapping[str, Any]) -> str:
             note = "" if r["configured"] else "  (not in STEAM_COUNTRIES)"
             lines.append(
                 f"  {r['cc']:<4} {share}  {r['swept']:>9,} swept  {r['rows']:>9,} rows"
-                f"  oldest price {_age_of(r['oldest_observed_at'], now)}{note}"
+                f"  last check {_age_of(r['last_checked_at'], now)}{note}"
             )
 
     lines.append("Last success  per endpoint, from the worker's /metrics")

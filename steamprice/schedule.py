@@ -181,19 +181,6 @@ def decide(prev: AppState | None, cmd: ScheduleCommand, policy: SchedulePolicy) 
     return Decision(None)
 
 
-def record_success(prev: AppState | None) -> AppState | None:
-    """After a successful price fetch: clear the failure count (None: nothing to write).
-
-    The schedule agent owns ``failed``, ``pending`` and ``next_due`` (the due index mirrors
-    them), so this only clears the counters; the crawler's ``priced`` command does the rest.
-    """
-    if prev is None or (prev.failures == 0 and not prev.last_error):
-        return None
-    state = _copy(prev)
-    state.failures, state.last_error = 0, ""
-    return state
-
-
 def dispatch_budget(
     *, per_minute: float, batch_size: int, regions: int, tick_seconds: float, in_flight: int
 ) -> int:

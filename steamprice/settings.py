@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from decouple import AutoConfig, Csv, UndefinedValueError
 
 COUNTRY_RE = re.compile(r"^[a-z]{2}$")
+# Faust table stores a worker may use (schemes of TABLE_STORE).
+TABLE_STORES = ("rocksdb", "memory")
 
 
 class SettingsError(ValueError):
@@ -54,6 +56,12 @@ class Settings:
     topic_partitions: int = 8
     # Where RocksDB table state lives (one folder per worker).
     data_dir: str = "./data"
+    # Start a worker on faust-streaming/aiokafka releases other than those steamprice/kafka.py
+    # was proven against (it patches their internals; docs/architecture.md): with a warning.
+    allow_untested_faust: bool = False
+    # Faust table store: ``rocksdb://`` (on disk in DATA_DIR, what workers run) or ``memory://``
+    # (nothing on disk; the agent tests drive agents in-process with it).
+    table_store: str = "rocksdb://"
     # Faust web server port: stats page, /metrics, /health.
     web_port: int = 6066
     web_host: str = "127.0.0.1"
@@ -189,6 +197,11 @@ class Settings:
             raise SettingsError("RECRAWL_INTERVAL_SECONDS must be positive")
         if self.max_failures < 1:
             raise SettingsError("MAX_FAILURES must be at least 1")
+        if urlsplit(self.table_store).scheme not in TABLE_STORES:
+            raise SettingsError(
+                f"TABLE_STORE must be one of {', '.join(f'{n}://' for n in TABLE_STORES)}, "
+                f"not {self.table_store!r}"
+            )
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if not 1 <= self.web_port <= 65535:
@@ -294,6 +307,8 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "app_id": get("APP_ID", d.app_id),
         "topic_partitions": get("TOPIC_PARTITIONS", d.topic_partitions, int),
         "data_dir": get("DATA_DIR", d.data_dir),
+        "table_store": get("TABLE_STORE", d.table_store),
+        "allow_untested_faust": get("ALLOW_UNTESTED_FAUST", d.allow_untested_faust, _bool),
         "web_port": get("WEB_PORT", d.web_port, int),
         "web_host": get("WEB_HOST", d.web_host),
         "enable_metrics": get("ENABLE_METRICS", d.enable_metrics, _bool),

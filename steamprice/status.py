@@ -37,9 +37,13 @@ from steamprice.tables import app_state_table
 
 T = TypeVar("T")
 
-REGIONS = (
-    "SELECT cc, COUNT(*), SUM(observed_at >= %s), MIN(observed_at), MAX(observed_at)"
-    " FROM price_current GROUP BY cc"
+REGIONS = "SELECT cc, COUNT(*) FROM price_current GROUP BY cc"
+# An app was swept in a region when a batch that held it was checked there since the cutoff
+# (an unchanged price is not written to price_current again: see sql/011_price_checks.sql).
+CHECKED = (
+    "SELECT c.cc, COUNT(DISTINCT j.app_id), MAX(c.checked_at) FROM price_checks c,"
+    " JSON_TABLE(c.app_ids, '$[*]' COLUMNS (app_id INT UNSIGNED PATH '$')) AS j"
+    " WHERE c.checked_at >= %s GROUP BY c.cc"
 )
 DELIVERIES = "SELECT status, COUNT(*), MAX(delivered_at) FROM discord_deliveries GROUP BY status"
 DISABLED_WEBHOOKS = (
@@ -95,10 +99,18 @@ async def read_mysql(interval: timedelta) -> dict[str, Any]:
     try:
         async with conn.cursor() as cur:
             cutoff = datetime.now(UTC).replace(tzinfo=None) - interval
-            await cur.execute(REGIONS, (cutoff,))
+            await cur.execute(REGIONS)
+            rows = {str(cc): int(n) for cc, n in await cur.fetchall()}
+            checked: dict[str, tuple[int, datetime | None]] = {}
+            try:
+                await cur.execute(CHECKED, (cutoff,))
+                checked = {str(cc): (int(n), last) for cc, n, last in await cur.fetchall()}
+            except pymysql.err.ProgrammingError as exc:
+                if exc.args[0] != NO_SUCH_TABLE:  # older schema: no checks recorded yet
+                    raise
             regions = [
-                RegionRows(str(cc), int(n), int(fresh or 0), oldest, newest)
-                for cc, n, fresh, oldest, newest in await cur.fetchall()
+                RegionRows(cc, rows.get(cc, 0), *checked.get(cc, (0, None)))
+                for cc in sorted({*rows, *checked})
             ]
             await cur.execute(DELIVERIES)
             deliveries = {str(s): (int(n), last) for s, n, last in await cur.fetchall()}

@@ -1,7 +1,8 @@
 """SQL of the MySQL sink: pure planning of each batch, and the two writers that run the plans.
 
 Every statement is idempotent under redelivery: ``price_current`` only moves forward in
-``observed_at``; ``price_changes`` is keyed by the stable ``event_id``; ``price_history`` is
+``observed_at``; ``price_changes`` is keyed by the stable ``event_id``; ``price_checks`` by the
+stable ``check_id`` of a batch; ``price_history`` is
 keyed by (app, region, start of the period), a period is closed once and never reopened, and an
 observation older than the open period is ignored (the change agent's rule, so the periods and
 the recorded changes agree). The upserts use ``VALUES(col)``: MariaDB 10.11 has no row alias
@@ -23,6 +24,7 @@ import aiomysql
 from aiomysql.cursors import RE_INSERT_VALUES
 from pymysql.converters import escape_item, escape_string
 
+from steamprice.batches import ObservedBatch, app_ids_json
 from steamprice.database import Database
 from steamprice.models import Observation, PriceChange
 from steamprice.pricing import fingerprint
@@ -64,6 +66,15 @@ INSERT_PRICE_CHANGES = (
 )
 
 
+# One row per batch record: every app of it was checked at checked_at (whether or not its price
+# changed, which is all that reaches price_current and price_history).
+INSERT_PRICE_CHECKS = (
+    "INSERT INTO price_checks (check_id, cc, checked_at, apps, app_ids)"
+    " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE check_id = check_id"
+)
+PRUNE_PRICE_CHECKS = "DELETE FROM price_checks WHERE checked_at < %s LIMIT 10000"
+
+
 # The open period of every (app, region) of a batch, locked until the batch commits so that
 # two workers briefly owning the same partition (a rebalance) cannot open two periods.
 def select_open_periods(n_apps: int) -> str:
@@ -80,6 +91,19 @@ UPSERT_PRICE_HISTORY = (
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE valid_to = COALESCE(valid_to, VALUES(valid_to)),"
     " last_observed_at = GREATEST(last_observed_at, VALUES(last_observed_at))"
+)
+
+
+# The lowest price of an app per region and currency (sql/020): the lower price wins, and at an
+# equal price the later period start; commutative and idempotent, so batches may arrive in any
+# order or twice. low_at is assigned first: it compares against the low_final being replaced.
+UPSERT_PRICE_LOWS = (
+    "INSERT INTO price_lows (app_id, cc, currency, low_final, low_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE"
+    " low_at = IF(VALUES(low_final) < low_final, VALUES(low_at),"
+    " IF(VALUES(low_final) = low_final, GREATEST(low_at, VALUES(low_at)), low_at)),"
+    " low_final = LEAST(low_final, VALUES(low_final))"
 )
 
 
@@ -119,6 +143,19 @@ def observation_problem(o: Observation) -> str | None:
         return f"prices {o.initial!r}/{o.final!r}/{o.discount_percent!r} out of range"
     if not isinstance(o.observed_at, datetime):
         return f"observed_at {o.observed_at!r} is not a time"
+    return None
+
+
+def check_problem(b: ObservedBatch) -> str | None:
+    """Why the check of batch ``b`` cannot be stored, or None."""
+    if not _text(b.check_id, 40, nullable=False):
+        return f"check_id {b.check_id!r} is not a check id"
+    if not _text(b.cc, 2, exact=True, nullable=False):
+        return f"cc {b.cc!r} is not a region code"
+    if not isinstance(b.checked_at, datetime):
+        return f"checked_at {b.checked_at!r} is not a time"
+    if not all(_uint(a, nullable=False) for a in b.app_ids):
+        return "an app id is not an app id"
     return None
 
 
@@ -168,6 +205,14 @@ def price_current_rows(observations: Iterable[Observation]) -> list[Row]:
             utc_naive(o.observed_at),
         )
         for o in sorted(newest.values(), key=lambda o: (o.app_id, o.cc))
+    ]
+
+
+def price_check_rows(batches: Iterable[ObservedBatch]) -> list[Row]:
+    unique = {b.check_id: b for b in batches if b.observations}
+    return [
+        (b.check_id, b.cc, utc_naive(b.checked_at), len(b.observations), app_ids_json(b.app_ids))
+        for b in sorted(unique.values(), key=lambda b: b.check_id)
     ]
 
 
@@ -279,6 +324,28 @@ def plan_history(
     return [touched[k].row() for k in sorted(touched)]
 
 
+def low_rows(history: Iterable[Row]) -> list[Row]:
+    """``price_lows`` rows for the ``price_history`` rows of a batch (``plan_history``'s output).
+
+    One per (app, region, currency): the lowest final price of the priced periods and the
+    latest start of a period at that price.
+    """
+    lows: dict[tuple[int, str, str], tuple[int, datetime]] = {}
+    for row in history:
+        period = Period.from_row(row)
+        if period.status != PRICED or period.currency is None or period.final is None:
+            continue
+        key = (period.app_id, period.cc, period.currency)
+        found = lows.get(key)
+        if (
+            found is None
+            or period.final < found[0]
+            or (period.final == found[0] and period.valid_from > found[1])
+        ):
+            lows[key] = (period.final, period.valid_from)
+    return [(*key, final, at) for key, (final, at) in sorted(lows.items())]
+
+
 def chunks(rows: Sequence[Row], size: int = 1000) -> Iterable[Sequence[Row]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
@@ -348,9 +415,17 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
             open_periods[key] = p
     history = plan_history(open_periods, batch)
     await insert_rows(cur, UPSERT_PRICE_HISTORY, history)
+    await insert_rows(cur, UPSERT_PRICE_LOWS, low_rows(history))
     current = price_current_rows(batch)
     await insert_rows(cur, UPSERT_PRICE_CURRENT, current)
     return Counter({"price_current": len(current), "price_history": len(history)})
+
+
+async def _store_batches(cur: aiomysql.Cursor, batch: Sequence[ObservedBatch]) -> Counter[str]:
+    stored = [o for b in batch for o in b.stored()]
+    written = await _store_observations(cur, stored) if stored else Counter()
+    written["price_checks"] = await insert_rows(cur, INSERT_PRICE_CHECKS, price_check_rows(batch))
+    return written
 
 
 async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> Counter[str]:
@@ -362,6 +437,33 @@ async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> 
 async def write_observations(db: Database, batch: Sequence[Observation]) -> SinkOutcome:
     """``apps``, ``price_history`` and ``price_current`` for a batch, in one transaction."""
     return await _write(db, "price_current", batch, observation_problem, _store_observations)
+
+
+async def write_batches(db: Database, batches: Sequence[ObservedBatch]) -> SinkOutcome:
+    """``price_checks`` for every batch record; ``apps``, ``price_history`` and ``price_current``
+    for the observations change detection flagged as news; all in one transaction.
+
+    An unchanged price is not written again: ``price_current.observed_at`` stays the time its
+    price was first observed, and the batch's row of ``price_checks`` says when it was checked.
+    """
+    kept: list[ObservedBatch] = []
+    rejected = 0
+    for b in batches:
+        problems = {id(o): why for o in b.stored() if (why := observation_problem(o)) is not None}
+        for o in b.stored():
+            if id(o) in problems:
+                rejected += 1
+                db.metrics.sink_rejected_rows.labels("price_current", "invalid").inc()
+                logger.error("price_current sink: rejected %r: %s", o, problems[id(o)])
+        if problems:
+            pairs = [
+                (o, n) for o, n in zip(b.observations, b.news, strict=True) if id(o) not in problems
+            ]
+            b = replace(b, observations=[o for o, _ in pairs], news=[n for _, n in pairs])
+        if b.observations:
+            kept.append(b)
+    outcome = await _write(db, "price_current", kept, check_problem, _store_batches)
+    return SinkOutcome(outcome.written, outcome.rejected + rejected)
 
 
 async def write_changes(db: Database, batch: Sequence[PriceChange]) -> SinkOutcome:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from steamprice.app import app
-from steamprice.models import AppState, PriceHistory, PriceState
+from steamprice.models import AppState, PriceHistory
 
-# Schedule and health per app, keyed by app id; written by the schedule agent (schedule topic)
-# and the change agent (prices-normalized), both keyed by app id: co-partitioned.
+# Schedule and health per app, keyed by app id; written by the schedule agent only (schedule
+# topic, keyed by app id).
 app_state_table = app.Table(
     "app-state", key_type=int, value_type=AppState, help="Per-app schedule and failures"
 )
 
 # Last price per (app, region), keyed "app_id:cc"; written by the change agent only, from
-# prices-normalized (keyed by app id), so every key stays in its app's partition. Written only
-# when the price changes: a sweep of an unchanged catalog writes nothing.
-price_state_table = app.Table(
-    "price-state", key_type=str, value_type=PriceState, help="Last price per app and region"
-)
+# prices-raw batches that hold the apps of one partition each, so every key is written in its
+# app's partition. Written only when the price changes: a sweep of an unchanged catalog writes
+# nothing. Values are the JSON of a PriceState, read as it is (no value type): most reads only
+# confirm an unchanged price (pricing.settled), and decoding the Record costs five times more.
+price_state_table = app.Table("price-state", key_type=str, help="Last price per app and region")
 
 # Price history per (app, region), same key and writer: historical low, the periods of the last
 # 90 days and the last few changes. Read only when a price changes.

@@ -1,4 +1,9 @@
-"""Every topic of the pipeline, declared once; all are keyed by app id (JSON integer)."""
+"""Every topic of the pipeline, declared once.
+
+Keyed by app id (JSON integer), one record per app or event, except the two batch topics
+(``prices-raw``, ``prices-normalized``): each record there holds the apps of one Steam answer
+that belong to one partition, sent to that partition explicitly (see ``steamprice.batches``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,7 @@ from steamprice.app import app, settings
 from steamprice.models import (
     CrawlRequest,
     FailedInput,
-    Observation,
     PriceChange,
-    RawPrice,
     ScheduleCommand,
 )
 
@@ -40,8 +43,19 @@ app_ids_failed_topic = _keyed_by_app("app-ids-failed", FailedInput)
 schedule_topic = _keyed_by_app("schedule", ScheduleCommand)
 # Internal: apps due for pricing now.
 crawl_requests_topic = _keyed_by_app("crawl-requests", CrawlRequest)
-prices_raw_topic = _keyed_by_app("prices-raw", RawPrice)
-prices_normalized_topic = _keyed_by_app("prices-normalized", Observation)
+
+
+def _batches(short: str) -> Any:
+    """A batch topic: JSON values read by ``steamprice.batches``, no key, explicit partitions.
+
+    No value type: a Record would refuse the shape of one record per app that these topics held
+    before batches (still accepted, so an upgrade loses nothing in flight).
+    """
+    return app.topic(settings.topic_name(short), value_serializer="json", internal=True)
+
+
+prices_raw_topic = _batches("prices-raw")
+prices_normalized_topic = _batches("prices-normalized")
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
 
 ALL_TOPICS = (

@@ -1,4 +1,8 @@
-"""Crawl agent: batches due apps into paced ``appdetails`` requests, one per region."""
+"""Crawl agent: batches due apps into paced ``appdetails`` requests, one per region.
+
+Each answer goes on ``prices-raw`` as one record per partition its apps belong to (see
+``steamprice.batches`` for why the partition must be the app id key's own).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from steamprice.app import app, settings
-from steamprice.models import CrawlRequest, RawPrice, ScheduleCommand
+from steamprice.batches import RawBatch, by_partition, raw_record
+from steamprice.models import CrawlRequest, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED
 from steamprice.services import metrics, store
 from steamprice.topics import crawl_requests_topic, prices_raw_topic, schedule_topic
@@ -81,6 +86,16 @@ class Batcher:
                 await self.stream.ack(event)
 
 
+async def publish_raw(cc: str, fetched_at: datetime, entries: dict[int, str]) -> int:
+    """One ``prices-raw`` record per partition of the answered apps; returns how many."""
+    partitions = prices_raw_topic.partitions or app.conf.topic_partitions
+    groups = by_partition(sorted(entries), partitions)
+    for partition, app_ids in sorted(groups.items()):
+        batch = RawBatch(cc, fetched_at, [(a, entries[a]) for a in app_ids])
+        await prices_raw_topic.send(value=raw_record(batch), partition=partition)
+    return len(groups)
+
+
 async def crawl_batch(requests: Sequence[CrawlRequest]) -> None:
     """Price one batch in every region; every app gets ``priced`` or ``failed`` back.
 
@@ -95,14 +110,10 @@ async def crawl_batch(requests: Sequence[CrawlRequest]) -> None:
     for cc in settings.steam_countries:
         fetched_at = datetime.now(UTC)
         result = await store.fetch_batch(app_ids, cc)
-        for app_id, entry in result.entries.items():
-            await prices_raw_topic.send(
-                key=app_id,
-                value=RawPrice(app_id=app_id, cc=cc, fetched_at=fetched_at, entry=entry),
-            )
+        records = await publish_raw(cc, fetched_at, result.entries)
         for app_id, reason in result.errors.items():
             errors.setdefault(app_id, reason)
-        metrics.kafka_messages.labels("prices-raw", "produced").inc(len(result.entries))
+        metrics.kafka_messages.labels("prices-raw", "produced").inc(records)
     done_at = datetime.now(UTC)
     for app_id in app_ids:
         why = errors.get(app_id, "")

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from steamprice.app import app, settings
-from steamprice.database import DatabaseStopping
+from steamprice.batches import BadRecord, ObservedBatch, read_observed
+from steamprice.database import Database, DatabaseStopping
 from steamprice.services import database, metrics
-from steamprice.storage import write_changes, write_observations
+from steamprice.storage import (
+    PRUNE_PRICE_CHECKS,
+    SinkOutcome,
+    utc_naive,
+    write_batches,
+    write_changes,
+)
 from steamprice.topics import price_changes_topic, prices_normalized_topic
 
 logger = logging.getLogger(__name__)
@@ -40,18 +48,45 @@ async def _committed_batches(
         yield len(events), outcome
 
 
+async def _write_records(db: Database, values: Sequence[Any]) -> SinkOutcome:
+    batches: list[ObservedBatch] = []
+    for value in values:
+        try:
+            batches.append(read_observed(value))
+        except BadRecord as exc:
+            metrics.bad_input.labels("prices-normalized", "invalid").inc()
+            logger.error("Skipped a prices-normalized record: %s", exc)
+    return await write_batches(db, batches)
+
+
 @app.agent(prices_normalized_topic, name="sink-price-current")
 async def sink_price_current(stream: Any) -> None:
-    """``apps``, ``price_history`` and ``price_current`` from every observation."""
-    batches = _committed_batches(stream, "sink_price_current", write_observations, "observations")
+    """``price_checks`` per record; ``apps``, ``price_history``, ``price_current`` from news."""
+    batches = _committed_batches(stream, "sink_price_current", _write_records, "records")
     async for n, outcome in batches:
         logger.info(
-            "Stored %d observations: %d current prices, %d history rows, %d rejected",
+            "Stored %d records: %d checks, %d current prices, %d history rows, %d rejected",
             n,
+            outcome.written["price_checks"],
             outcome.written["price_current"],
             outcome.written["price_history"],
             outcome.rejected,
         )
+
+
+@app.timer(interval=600.0)  # type: ignore[untyped-decorator]
+async def prune_price_checks() -> None:
+    """Forget checks older than two recrawl intervals (``steamprice status`` reads one)."""
+    cutoff = datetime.now(UTC) - 2 * timedelta(seconds=settings.recrawl_interval_seconds)
+    await database.maybe_start()
+    try:
+        deleted = await database.write(
+            "price_checks", [(PRUNE_PRICE_CHECKS, [(utc_naive(cutoff),)])]
+        )
+    except DatabaseStopping:
+        return
+    if deleted[0]:
+        logger.info("Pruned %d price checks older than %s", deleted[0], cutoff.isoformat())
 
 
 @app.agent(price_changes_topic, name="sink-price-changes")

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from steamprice.batches import partition_for
 from tests.support.checks import appdetails_requests, metric_or_zero
 from tests.support.fakes import FakeSteam
 from tests.support.infra import KAFKA, wait_for
+from tests.support.prices import read_by_partition
 from tests.support.processes import Pipeline
 
 REGIONS = ("us", "de", "jp")
@@ -21,6 +23,38 @@ REGIONS = ("us", "de", "jp")
 async def count(pipeline: Pipeline, sql: str) -> int:
     rows = await pipeline.query(sql)
     return int(rows[0][0]) if rows else 0
+
+
+async def check_partitions(pipeline: Pipeline, apps: list[int]) -> None:
+    """Every batch record and every table key sits in the partition its app id hashes to.
+
+    Faust writes a table key's changelog record to the partition of the event being processed:
+    this is what the crawler's explicit partitions guarantee (steamprice.batches).
+    """
+    partitions = int(pipeline.env["TOPIC_PARTITIONS"])
+    for short in ("prices-raw", "prices-normalized"):
+        records = await read_by_partition(pipeline, pipeline.topic(short))
+        assert len(records) < len(apps) * len(REGIONS)  # batches, not one record per app
+        for partition, _, value in records:
+            doc = json.loads(value)
+            ids = [e[0] for e in doc["entries"]] if "entries" in doc else doc_ids(doc)
+            assert {partition_for(a, partitions) for a in ids} == {partition}, short
+    changelog = f"{pipeline.app_id}-price-state-changelog"
+
+    async def every_key() -> list[tuple[int, bytes | None, bytes]]:
+        keys = await read_by_partition(pipeline, changelog)
+        # First observations: one write per key (changelog sends trail the sink a little).
+        return keys if len(keys) == len(apps) * len(REGIONS) else []
+
+    keys = await wait_for("every price-state key in its changelog", every_key, timeout=30)
+    for partition, key, _ in keys:
+        assert key is not None
+        app_id = int(json.loads(key).split(":")[0])
+        assert partition == partition_for(app_id, partitions), key
+
+
+def doc_ids(doc: dict[str, object]) -> list[int]:
+    return [int(o["app_id"]) for o in doc["observations"]]  # type: ignore[attr-defined, index]
 
 
 async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicated(
@@ -53,6 +87,7 @@ async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicate
     assert await pipeline.query(
         "SELECT status FROM price_current WHERE app_id = 1111 ORDER BY cc"
     ) == [("unknown",), ("priced",), ("priced",)]  # de odd; jp and us fine
+    await check_partitions(pipeline, apps)
 
     requests = appdetails_requests(steam)
     per_region = Counter(r.query["cc"] for r in requests)  # type: ignore[attr-defined]

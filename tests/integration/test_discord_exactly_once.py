@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from steamprice.discord import changes_shown
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import KAFKA, wait_for
+from tests.support.prices import observations_in
 from tests.support.processes import Pipeline
 
 APPS = range(101, 113)  # twelve apps: a message of ten embeds, then the rest
@@ -80,7 +81,8 @@ async def test_kill_9_between_post_and_commit_posts_each_change_once(
     await pipeline.cli("seed", *map(str, APPS))
 
     async def priced() -> bool:
-        return len(await pipeline.read_topic("prices-normalized")) >= len(APPS)
+        records = await pipeline.read_topic("prices-normalized")
+        return sum(len(observations_in(v)) for _, v in records) >= len(APPS)
 
     await wait_for("first prices", priced)
     for app in APPS:

@@ -17,9 +17,10 @@ from typing import Any
 import aiomysql
 import pytest
 
+from steamprice.batches import ObservedBatch
 from steamprice.database import SQL_DIR, Database, migrate, migrations
 from steamprice.models import Observation, PriceChange
-from steamprice.storage import write_changes, write_observations
+from steamprice.storage import write_batches, write_changes, write_observations
 from tests.support.database import Db
 from tests.support.infra import MYSQL
 
@@ -304,3 +305,41 @@ async def test_history_and_recent_changes_queries_use_their_indexes(db: Db) -> N
     assert await key_of(
         "SELECT * FROM price_history WHERE app_id IN (3, 4) AND valid_to IS NULL"
     ) in ("idx_price_history_open", "PRIMARY")
+
+
+def checked(minutes: int, *observations: Observation, news: Sequence[bool]) -> ObservedBatch:
+    at = T + timedelta(minutes=minutes)
+    return ObservedBatch("us", at, f"check-{minutes}", list(observations), list(news))
+
+
+async def test_batches_store_only_news_and_one_check_each_once(db: Db) -> None:
+    service = await started(db)
+    first = checked(0, o(1, 0, 1999), o(2, 0, 499), news=[True, True])
+    # A re-sweep: app 1 unchanged (not news), app 2 on sale (news), and an unstorable news.
+    bad = Observation(3, "us", "priced", "US DOLLARS", 1, 1, 0, T, "bad")
+    second = checked(10, o(1, 10, 1999), o(2, 10, 249), bad, news=[False, True, True])
+    for batch in (first, second):
+        await write_batches(service, [batch])
+    once = await db.snapshot()
+    current = await db.query("SELECT app_id, final_price, observed_at FROM price_current")
+    m = timedelta(minutes=1)
+    # App 1's row was not written again: observed_at is when its price was first seen.
+    assert sorted(current) == [(1, 1999, N), (2, 249, N + 10 * m)]
+    all_checks = "SELECT check_id, cc, checked_at, apps, app_ids FROM price_checks ORDER BY 3"
+    checks = await db.query(all_checks)
+    assert checks == [
+        ("check-0", "us", N, 2, "[1,2]"),
+        ("check-10", "us", N + 10 * m, 2, "[1,2]"),  # the unstorable observation is left out
+    ]
+    # Redelivered, newest first: nothing changes, no check twice.
+    results = [await write_batches(service, [b]) for b in (second, first)]
+    assert await db.snapshot() == once
+    assert await db.query(all_checks) == checks
+    assert [r.written["price_checks"] for r in results] == [0, 0]
+    assert results[0].rejected == 1
+    swept = await db.query(
+        "SELECT COUNT(DISTINCT j.app_id) FROM price_checks c, JSON_TABLE(c.app_ids, '$[*]'"
+        " COLUMNS (app_id INT UNSIGNED PATH '$')) AS j WHERE c.cc = 'us' AND c.checked_at >= %s",
+        (N + 5 * m,),
+    )
+    assert swept == [(2,)]  # the status query counts both apps as checked since then

@@ -6,16 +6,15 @@ The worker writes to a private mariadbd (the shared one is never stopped), which
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
-from tests.support.infra import KAFKA, PrivateMariaDB, wait_for
+from steamprice.batches import by_partition
+from tests.support.infra import PrivateMariaDB, wait_for
+from tests.support.prices import priced_entry, send_prices
 from tests.support.processes import Pipeline, Worker
 
 T0 = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
@@ -23,35 +22,13 @@ APPS = range(100, 140)
 OUTAGE_SECONDS = 30.0
 
 
-def observation(app_id: int, wave: int) -> dict[str, Any]:
-    """Wave 0: list price; wave 1: even apps on sale; wave 2: list price again."""
-    final = 999 if wave == 1 and app_id % 2 == 0 else 1999
-    at = T0 + timedelta(hours=wave)
-    return {
-        "app_id": app_id,
-        "cc": "us",
-        "status": "priced",
-        "currency": "USD",
-        "initial": 1999,
-        "final": final,
-        "discount_percent": 50 if final == 999 else 0,
-        "observed_at": at.isoformat(),
-        "obs_id": f"outage-{app_id}-{wave}",
-    }
-
-
 async def send_wave(pipeline: Pipeline, wave: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
-    await producer.start()
-    try:
-        for app_id in APPS:
-            await producer.send_and_wait(
-                pipeline.topic("prices-normalized"),
-                json.dumps(observation(app_id, wave)).encode(),
-                key=json.dumps(app_id).encode(),  # keyed by app id like every topic
-            )
-    finally:
-        await producer.stop()
+    """Wave 0: list price; wave 1: even apps on sale; wave 2: list price again (raw answers)."""
+    entries = {
+        a: priced_entry(1999, 999, 50) if wave == 1 and a % 2 == 0 else priced_entry(1999, 1999, 0)
+        for a in APPS
+    }
+    await send_prices(pipeline, "us", T0 + timedelta(hours=wave), entries)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -83,13 +60,14 @@ async def test_an_outage_mid_stream_loses_and_duplicates_nothing(tmp_path: Path)
             except Exception:  # down, or not migrated yet
                 return []
 
-        async def current_at(hours: int) -> bool:
+        async def checked_at(hours: int) -> bool:
+            # Every app's check of that wave is in (unchanged prices only write their check).
             want = (T0 + timedelta(hours=hours)).replace(tzinfo=None)
-            got = await rows(f"SELECT COUNT(*) FROM price_current WHERE observed_at = '{want}'")
+            got = await rows(f"SELECT SUM(apps) FROM price_checks WHERE checked_at = '{want}'")
             return bool(got) and got[0][0] == len(APPS)
 
         await send_wave(pipeline, 0)
-        await wait_for("wave 0 in price_current", lambda: current_at(0))
+        await wait_for("wave 0 in price_checks", lambda: checked_at(0))
 
         await mariadb.kill()
         down_at = time.monotonic()
@@ -117,7 +95,7 @@ async def test_an_outage_mid_stream_loses_and_duplicates_nothing(tmp_path: Path)
         assert seen_down, "steam_mysql_up never showed 0 with sink retries during the outage"
 
         await mariadb.start()
-        await wait_for("wave 2 in price_current", lambda: current_at(2), timeout=60)
+        await wait_for("wave 2 in price_checks", lambda: checked_at(2), timeout=60)
 
         async def all_changes() -> list[tuple[Any, ...]]:
             got = await rows("SELECT COUNT(*) FROM price_changes")
@@ -158,6 +136,14 @@ async def test_an_outage_mid_stream_loses_and_duplicates_nothing(tmp_path: Path)
         assert await rows(
             "SELECT COUNT(*), MIN(final_price), MAX(final_price) FROM price_current"
         ) == [(len(APPS), 1999, 1999)]
+        # The current price was first observed when it last changed; each check is recorded once.
+        assert await rows(
+            "SELECT observed_at, COUNT(*) FROM price_current GROUP BY observed_at ORDER BY 1"
+        ) == [(h[0], len(APPS) - len(even)), (h[2], len(even))]
+        assert await rows(
+            "SELECT checked_at, SUM(apps), COUNT(*) FROM price_checks GROUP BY checked_at"
+            " ORDER BY checked_at"
+        ) == [(at, len(APPS), len(by_partition(APPS, 4))) for at in h]
         assert await rows("SELECT COUNT(*) FROM apps") == [(len(APPS),)]
 
         # The worker never exited and said what happened.

@@ -9,14 +9,8 @@ import pytest
 
 from tests.support.fakes import FakeSteam
 from tests.support.processes import Pipeline
-from tests.support.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
-
-DATA = shared_data_dir()
-pytestmark = pytest.mark.skipif(
-    DATA is None,
-    reason="real snapshots not found: set STEAMPRICE_SHARED_DATA to the folder holding "
-    + " and ".join(SNAPSHOTS),
-)
+from tests.support.replay import SNAPSHOTS, expected_changes, read_snapshot, replay
+from tests.support.shared import require_shared_data
 
 
 # Two passes over ~261k apps through every hop of the pipeline: minutes, not seconds.
@@ -24,8 +18,8 @@ pytestmark = pytest.mark.skipif(
 async def test_replaying_two_real_days_yields_exactly_their_changes(
     pipeline: Pipeline, steam: FakeSteam
 ) -> None:
-    assert DATA is not None
-    day1, day2 = (DATA / name for name in SNAPSHOTS)
+    data = require_shared_data(*SNAPSHOTS)
+    day1, day2 = (data / name for name in SNAPSHOTS)
     expected = expected_changes(read_snapshot(day1), read_snapshot(day2))
     assert 500 < len(expected) < 1000  # the files hold about 700 changes
 

@@ -29,7 +29,7 @@ _LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # Every page a worker serves: ours, and Faust's own (those switched off answer 404).
 WEB_PAGES = (
     "/", "/health", "/metrics", "/stats/", "/assignment/", "/router/", "/graph/", "/table/",
-    "/performance/",
+    "/performance/", "/prices", "/changes", "/api/prices", "/api/changes",
 )  # fmt: skip
 
 

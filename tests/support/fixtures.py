@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.browser import Screenshots, chromium, chromium_problem
 from tests.support.database import Db, drop_database
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import stack_problem
@@ -65,3 +68,21 @@ async def db(stack: None) -> AsyncIterator[Db]:
         if d.service.started:
             await d.service.stop()
         await drop_database(d.name)
+
+
+@pytest.fixture
+async def browser(stack: None) -> AsyncIterator[Any]:
+    """Headless Chromium (Debian's package); a missing browser fails the test, like the stack."""
+    problem = chromium_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    async with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Screenshots:
+    """Screenshots as test artifacts: ``$ARTIFACTS_DIR/<test>/`` or the test's tmp dir."""
+    root = os.environ.get("ARTIFACTS_DIR")
+    folder = Path(root) / request.node.name if root else tmp_path / "screenshots"
+    return Screenshots(folder)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,18 +18,12 @@ from pathlib import Path
 from tests.support.fakes import FakeSteam
 from tests.support.infra import wait_for
 from tests.support.processes import Pipeline
+from tests.support.shared import shared_data_dir  # noqa: F401 (the benchmarks take it from here)
 
 SNAPSHOTS = ("prices-2025-08-17.csv.gz", "prices-2025-08-18.csv.gz")
 
 # (status, initial, final, discount) as Steam would serve it for the us region.
 Price = tuple[str, int | None, int | None, int | None]
-
-
-def shared_data_dir() -> Path | None:
-    """``STEAMPRICE_SHARED_DATA`` or ``../shared/data/steam`` beside the repo, if present."""
-    here = Path(__file__).resolve().parents[1]
-    path = Path(os.environ.get("STEAMPRICE_SHARED_DATA", here.parent / "shared" / "data" / "steam"))
-    return path if all((path / name).is_file() for name in SNAPSHOTS) else None
 
 
 def read_snapshot(path: Path) -> dict[int, Price]:
@@ -94,14 +87,18 @@ async def _wait_priced(
     timeout: float,
     name: str,
 ) -> None:
-    """Wait until ``want`` apps have a price observed at or after ``since``; report progress."""
+    """Wait until ``want`` apps were checked at or after ``since``; report progress.
+
+    An unchanged price is not written to price_current again: each batch the sink receives
+    records its check in price_checks instead (``apps`` of them; an app is checked once a pass).
+    """
     started = time.monotonic()
     last_report = started
 
     async def repriced() -> bool:
         nonlocal last_report
         rows = await pipeline.query(
-            "SELECT COUNT(*) FROM price_current WHERE observed_at >= %s", (since,)
+            "SELECT COALESCE(SUM(apps), 0) FROM price_checks WHERE checked_at >= %s", (since,)
         )
         n = int(rows[0][0]) if rows else 0
         if time.monotonic() - last_report > 15:

@@ -58,6 +58,7 @@ NOT_PORTABLE = {
     r"DROP\s+(COLUMN|INDEX|KEY)\s+IF\s+EXISTS": "DROP ... IF EXISTS in ALTER (MariaDB only)",
     r"\bJSON_TABLE\b|\bVALUES\s+ROW\b": "MySQL-only table functions",
     r"\bINVISIBLE\b|\bSEQUENCE\b": "features the two spell differently",
+    r"(ADD\s+(KEY|INDEX)|CREATE\s+INDEX)\s+IF\s+NOT\s+EXISTS": "index IF NOT EXISTS (MariaDB only)",
 }
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steamprice.models import Observation, PriceChange, PriceHistory, PriceState, RawPrice
+from steamprice.batches import RawBatch, raw_record, read_raw
+from steamprice.models import Observation, PriceChange, PriceHistory, PriceState
 from steamprice.pricing import (
     BECAME_PRICED,
     BECAME_UNKNOWN,
@@ -23,10 +26,14 @@ from steamprice.pricing import (
     RECENT_OBSERVATIONS,
     Applied,
     apply_observation,
+    apply_stored,
+    detect_change,
     effective_discount,
     fingerprint,
+    history_of,
     lowest_since,
     normalize,
+    update_history,
 )
 
 T0 = datetime(2025, 8, 17, 17, 0, tzinfo=UTC)
@@ -90,15 +97,14 @@ def kinds(*observations: Observation) -> list[str]:
 
 
 def test_normalize_gives_a_stable_observation_id() -> None:
-    raw = RawPrice(
-        app_id=10,
-        cc="us",
-        fetched_at=T0,
-        entry='{"success":true,"data":{"price_overview":{"currency":"USD","initial":999,'
-        '"final":499,"discount_percent":50,"initial_formatted":"$9.99","final_formatted":"$4.99"}}}',
+    entry = (
+        '{"success":true,"data":{"price_overview":{"currency":"USD","initial":999,'
+        '"final":499,"discount_percent":50,"initial_formatted":"$9.99","final_formatted":"$4.99"}}}'
     )
-    a, problem = normalize(raw)
-    b, _ = normalize(RawPrice.loads(raw.dumps()))
+    a, problem = normalize(10, "us", T0, entry)
+    # Through a prices-raw record and back (a redelivery normalises the same entry again).
+    again = read_raw(json.loads(json.dumps(raw_record(RawBatch("us", T0, [(10, entry)])))))
+    b, _ = normalize(again.entries[0][0], again.cc, again.fetched_at, again.entries[0][1])
     assert problem == ""
     assert (a.status, a.currency, a.initial, a.final, a.discount_percent) == (
         "priced",
@@ -336,3 +342,75 @@ def test_replaying_every_observation_changes_nothing(values: list) -> None:
         again = pipe.apply(o)
         assert again.state is None and again.history is None
         assert [e.event_id for e in again.events] == first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(observation_values, min_size=1, max_size=20), st.data())
+def test_the_stored_json_gives_the_same_answer_as_the_record(
+    values: list, data: st.DataObject
+) -> None:
+    """The change agent reads price-state as JSON (RocksDB) and decides unchanged prices off it
+    (``pricing.settled``): every answer must equal the Record path's, redeliveries included."""
+    pipe = Pipe()
+    seen: list[Observation] = []
+    for o in build(values):
+        candidates = [o, *seen]
+        probe = candidates[data.draw(st.integers(0, len(candidates) - 1))]
+        stored = json.loads(pipe.state.dumps()) if pipe.state is not None else None
+        fast = apply_stored(stored, probe, pipe._load)
+        slow = apply_observation(pipe.state, probe, pipe._load)
+        assert fast == slow
+        pipe.apply(o)
+        seen.append(o)
+
+
+def test_the_stored_json_path_applies_a_different_price_of_the_same_instant() -> None:
+    pipe, _ = run(obs(0))
+    assert pipe.state is not None
+    same_time = dataclasses.replace(obs(0, final=999, discount=50), obs_id="other")
+    stored = json.loads(pipe.state.dumps())
+    fast = apply_stored(stored, same_time)
+    assert fast == apply_observation(pipe.state, same_time)
+    assert fast.news and [e.kind for e in fast.events] == [DISCOUNT_STARTED]
+
+
+def eager_apply(
+    prev: PriceState | None, o: Observation, history: PriceHistory | None
+) -> tuple[PriceState | None, PriceHistory | None, list[PriceChange]]:
+    """The rule before histories were written lazily: every priced observation updated it."""
+    if prev is not None and (o.observed_at < prev.observed_at or fp(prev) == fp(o)):
+        return prev, history, []
+    used = history if o.status == "priced" else None
+    event = detect_change(prev, o, used)
+    new = update_history(used, o)
+    if new is not None and event is not None:
+        new.changes = [*new.changes, event][-LAST_CHANGES:]
+    return (
+        PriceState(
+            app_id=o.app_id, cc=o.cc, status=o.status, currency=o.currency, initial=o.initial,
+            final=o.final, discount_percent=o.discount_percent, observed_at=o.observed_at,
+        ),
+        new if new is not None else history,
+        [event] if event is not None else [],
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(observation_values, min_size=1, max_size=30))
+def test_a_history_written_at_the_first_change_gives_the_same_events(values: list) -> None:
+    """A first observation writes no history (one table write per key in a first sweep); the
+    events, lows included, and the history in force are those of writing it every time."""
+    pipe = Pipe()
+    state: PriceState | None = None
+    history: PriceHistory | None = None
+    for o in build(values):
+        state, history, expected = eager_apply(state, o, history)
+        assert pipe.apply(o).events == expected
+        assert pipe.state is not None
+        in_force = pipe.history if pipe.history is not None else history_of(pipe.state)
+        assert in_force == history
+
+
+def test_a_first_observation_writes_the_state_only() -> None:
+    applied = Pipe().apply(obs(0))
+    assert applied.state is not None and applied.history is None and applied.news

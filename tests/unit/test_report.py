@@ -92,9 +92,9 @@ def test_count_apps_lists_a_bounded_number_of_failed_ids() -> None:
 
 def test_sweep_progress_per_region() -> None:
     rows = [
-        RegionRows("gb", 10, 4, NOW - timedelta(hours=7), NOW),
-        RegionRows("us", 10, 12, NOW - timedelta(hours=1), NOW),
-        RegionRows("de", 3, 0, NOW - timedelta(days=2), NOW - timedelta(days=1)),
+        RegionRows("gb", 10, 4, NOW - timedelta(hours=7)),
+        RegionRows("us", 10, 12, NOW - timedelta(hours=1)),
+        RegionRows("de", 3, 0, None),
     ]
     out = sweep_progress(("us", "gb", "jp"), rows, active_apps=10)
     assert [r["cc"] for r in out] == ["us", "gb", "jp", "de"]
@@ -107,15 +107,14 @@ def test_sweep_progress_per_region() -> None:
         "rows": 0,
         "swept": 0,
         "progress": 0.0,
-        "oldest_observed_at": None,
-        "newest_observed_at": None,
+        "last_checked_at": None,
     }
     assert by_cc["de"]["configured"] is False
-    assert by_cc["gb"]["oldest_observed_at"] == (NOW - timedelta(hours=7)).isoformat()
+    assert by_cc["gb"]["last_checked_at"] == (NOW - timedelta(hours=7)).isoformat()
 
 
 def test_sweep_progress_without_apps_or_without_kafka() -> None:
-    rows = [RegionRows("us", 1, 1, None, None)]
+    rows = [RegionRows("us", 1, 1, None)]
     assert sweep_progress(("us",), rows, active_apps=0)[0]["progress"] == 1.0
     assert sweep_progress(("us",), rows, active_apps=None)[0]["progress"] is None
 
@@ -165,7 +164,7 @@ def _report(**changes: object) -> dict[str, object]:
         "recrawl_interval_seconds": 21600.0,
         "apps": {"tracked": 1204, "due": 3, "in_flight": 40, "failed": 2, "failed_app_ids": [5, 7]},
         "regions": sweep_progress(
-            ("us",), [RegionRows("us", 1204, 600, NOW - timedelta(hours=6), NOW)], 1202
+            ("us",), [RegionRows("us", 1204, 600, NOW - timedelta(minutes=6))], 1202
         ),
         "last_success": last_success_report({"appdetails": NOW.timestamp() - 14}, NOW),
         "worker": {
@@ -192,7 +191,7 @@ def test_render_shows_every_section() -> None:
     text = render(_report())
     assert "steamprice status of steam-prices at 2026-05-02 10:00:00 UTC" in text
     assert "1,204 tracked, 3 due now, 40 being priced, 2 failed (5, 7)" in text
-    assert "us    49.9%" in text and "oldest price 6 h 00 min ago" in text
+    assert "us    49.9%" in text and "last check 6 min ago" in text
     assert "appdetails   14 s ago" in text
     assert "consuming, 8 partitions, lag: crawl-requests 452" in text
     assert "webhook on" in text

@@ -23,7 +23,6 @@ from steamprice.schedule import (
     decide,
     dispatch_budget,
     parse_seed,
-    record_success,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -183,19 +182,6 @@ def test_a_success_clears_the_failure_count() -> None:
     assert state is not None and state.failures == 1 and state.pending
     healed = decide(state, cmd(PRICED, 80), POLICY).state
     assert healed is not None and healed.failures == 0 and healed.last_error == ""
-
-
-def test_record_success_clears_counters_but_leaves_the_schedule_alone() -> None:
-    state = AppState(
-        app_id=730, tracked_since=T0, next_due=T0, failures=2, last_error="x", failed=True
-    )
-    healed = record_success(state)
-    assert healed is not None and healed.failures == 0 and healed.last_error == ""
-    # The schedule agent owns failed/next_due (the due index mirrors them).
-    assert healed.failed and healed.next_due == T0
-    assert state.failures == 2  # the table's value is never mutated in place
-    assert record_success(healed) is None
-    assert record_success(None) is None
 
 
 def test_commands_for_untracked_apps_are_ignored() -> None:

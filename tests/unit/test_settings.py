@@ -10,7 +10,7 @@ CONTRACT_ENV = (
     "KAFKA_BROKER APP_ID MYSQL_HOST MYSQL_PORT MYSQL_USER MYSQL_PASSWORD MYSQL_DB STEAM_STORE_URL "
     "STEAM_API_URL STEAM_API_KEY STEAMSPY_URL STEAM_COUNTRIES STEAM_MAX_REQUESTS_PER_MINUTE "
     "STEAM_BATCH_SIZE STEAM_BACKOFF_SECONDS RECRAWL_INTERVAL_SECONDS DISCORD_WEBHOOK_URL "
-    "ENABLE_DISCORD WEB_PORT ENABLE_METRICS"
+    "ENABLE_DISCORD WEB_PORT ENABLE_METRICS TABLE_STORE"
 ).split()
 
 
@@ -42,6 +42,7 @@ def test_contract_defaults(clean_env: None) -> None:
     assert s.recrawl_interval_seconds == 21600
     assert s.enable_discord is True and s.discord_enabled is False
     assert s.web_port == 6066 and s.enable_metrics is True
+    assert s.table_store == "rocksdb://"  # not in the contract: what a worker runs
 
 
 def test_environment_and_dotenv(
@@ -66,6 +67,7 @@ def test_environment_and_dotenv(
         ("APP_ID", "bad id", "APP_ID"),
         ("STEAM_STORE_URL", "ftp://x", "STEAM_STORE_URL"),
         ("ENABLE_DISCORD", "maybe", "ENABLE_DISCORD"),
+        ("TABLE_STORE", "redis://x", "TABLE_STORE"),
     ],
 )
 def test_bad_values_name_the_setting(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from steamprice.steamspy import (
     details_row,
     parse_details,
 )
+from tests.support.shared import require_shared_data
 
-SAMPLE = Path("/work/shared/data/steam/api-samples/steamspy_appdetails_1462040.example.json")
+SAMPLE = "api-samples/steamspy_appdetails_1462040.example.json"
 
 FF7 = {
     "appid": 1462040,
@@ -40,9 +40,9 @@ def test_a_known_app_gives_its_descriptive_fields() -> None:
     assert details.tags == {"RPG": 385, "Action RPG": 350, "JRPG": 347}
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="shared API samples not present")
 def test_the_recorded_sample_parses() -> None:
-    details = parse_details(1462040, SAMPLE.read_bytes())
+    sample = require_shared_data(SAMPLE) / SAMPLE
+    details = parse_details(1462040, sample.read_bytes())
     assert details.known and details.tags is not None and len(details.tags) == 20
 
 

@@ -1,0 +1,214 @@
+"""Canary: the faust-streaming and aiokafka internals ``steamprice/kafka.py`` relies on still exist.
+
+The consumer fix overrides private methods and reads private attributes of exact, pinned
+versions (and the worker refuses any other, see ``check_versions``). When an upgrade is tried
+anyway, this test names what moved: each private method with the parameters kafka.py calls
+it with, each private attribute with its type. It also reads kafka.py, so a new private name
+used there without being listed here fails too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.subscription_state import SubscriptionState
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.utils.functional import consecutive_numbers
+from intervaltree import IntervalTree
+
+from steamprice import kafka
+from steamprice.app import app
+
+FaustConsumer = faust_aiokafka.Consumer
+FaustThread = faust_aiokafka.AIOKafkaConsumerThread
+
+# Private (or internal) methods kafka.py overrides or calls: owner, name, parameters.
+METHODS: list[tuple[type, str, str]] = [
+    (
+        FaustThread,
+        "_fetch_records",
+        "self, consumer, active_partitions, timeout=None, max_records=None",
+    ),
+    (FaustThread, "_ensure_consumer", "self"),
+    (FaustThread, "call_thread", "self, fun, *args, **kwargs"),
+    (FaustThread, "__init__", "self, consumer, **kwargs"),
+    (FaustConsumer, "_new_consumer_thread", "self"),
+    (FaustConsumer, "_is_changelog_tp", "self, tp"),
+    (FaustConsumer, "_getmany", "self, active_partitions, timeout"),
+    (FaustConsumer, "getmany", "self, timeout"),
+    (FaustConsumer, "_add_gap", "self, tp, offset_from, offset_to"),
+    (FaustConsumer, "_new_offset", "self, tp"),
+    (FaustConsumer, "ack", "self, message"),
+    (FaustConsumer, "seek", "self, partition, offset"),
+    (faust.App, "_new_transport", "self"),
+]
+# Private attributes of a faust consumer that kafka.py reads or changes, and their types.
+CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
+    "_read_offset": lambda v: isinstance(v, dict),
+    "_acked": lambda v: isinstance(v, dict) and isinstance(v[TP("t", 0)], list),
+    "_acked_index": lambda v: isinstance(v, dict) and isinstance(v[TP("t", 0)], set),
+    "_committed_offset": lambda v: isinstance(v, dict),
+    "_gap": lambda v: isinstance(v, dict) and isinstance(v[TP("t", 0)], IntervalTree),
+    "_unacked_messages": lambda v: hasattr(v, "__iter__") and hasattr(v, "add"),
+    "_thread": lambda v: isinstance(v, kafka.ConsumerThread),
+}
+# Every private name of faust and aiokafka that kafka.py uses (checked against its source below).
+PRIVATE = {
+    *(name for _, name, _ in METHODS if name.startswith("_") and name != "__init__"),
+    *CONSUMER_ATTRIBUTES,
+    "call_thread",  # mode's thread hand-off, internal to faust's consumer
+    "_tp_index",  # the conductor's index of channels by partition
+    "_subscription",  # aiokafka's subscription state
+}
+BASES = {
+    kafka.ConsumerThread: FaustThread,
+    kafka.Consumer: FaustConsumer,
+    kafka.App: faust.App,
+}
+
+
+def shape(function: Any) -> str:
+    """Parameters as kafka.py relies on them: names, order, kinds and defaults."""
+    out = []
+    for p in inspect.signature(function).parameters.values():
+        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        default = "" if p.default is p.empty else f"={p.default!r}"
+        out.append(f"{prefix}{p.name}{default}")
+    return ", ".join(out)
+
+
+@pytest.mark.parametrize(("owner", "name", "parameters"), METHODS, ids=[m[1] for m in METHODS])
+def test_each_private_method_exists_with_the_parameters_kafka_py_uses(
+    owner: type, name: str, parameters: str
+) -> None:
+    assert name in dir(owner), f"{owner.__qualname__}.{name} is gone"
+    assert shape(getattr(owner, name)) == parameters, f"{owner.__qualname__}.{name} changed"
+
+
+def test_kafka_py_overrides_the_methods_it_means_to() -> None:
+    """An override whose base method was renamed would silently never be called."""
+    for cls, base in BASES.items():
+        for name in vars(cls):
+            if name in PRIVATE:
+                assert name in dir(base), f"{cls.__name__}.{name} overrides nothing"
+
+
+def test_the_consumer_has_the_private_attributes_kafka_py_uses() -> None:
+    consumer = app.consumer  # built, never started: no broker needed
+    assert isinstance(consumer, kafka.Consumer)
+    for name, check in CONSUMER_ATTRIBUTES.items():
+        assert hasattr(consumer, name), f"faust's consumer has no {name}"
+        assert check(getattr(consumer, name)), f"faust's consumer {name} changed type"
+    # Read without a default in kafka.py: a rename must fail loudly, not turn the check off.
+    assert isinstance(app.topics._tp_index, dict)
+
+
+def test_the_message_and_app_fields_kafka_py_reads() -> None:
+    assert {"tracked", "generation_id", "offset", "tp"} <= set(faust.types.Message.__slots__)
+    assert isinstance(app.consumer_generation_id, int)
+    assert callable(app.flow_control.is_active) and isinstance(app.rebalancing, bool)
+    assert isinstance(app.consumer.flow_active, bool)
+    assert shape(faust_aiokafka.ensure_aiokafka_TP) == "tp"
+    assert list(next(consecutive_numbers([3, 4, 5, 7]))) == [3, 4, 5]
+    tree = IntervalTree()
+    tree.addi(3, 5)
+    tree.merge_overlaps()
+    assert tree.overlap(0, 4) and (tree.chop(0, 5) or True) and not tree
+
+
+async def test_aiokafka_subscription_state_as_kafka_py_walks_it() -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started
+    assert isinstance(consumer._subscription, SubscriptionState)
+    tp = TopicPartition("t", 0)
+    consumer._subscription.assign_from_user({tp})
+    assignment = consumer._subscription.subscription.assignment
+    assert assignment.active and tp in assignment.tps
+    state = assignment.state_value(tp)
+    assert not state.has_valid_position
+    state.reset_to(42)
+    assert state.has_valid_position and state.position == 42
+
+
+def test_every_private_name_kafka_py_uses_is_guarded_here() -> None:
+    source = Path(kafka.__file__).read_text(encoding="utf-8")
+    used = {
+        *re.findall(r"\.(_[a-z]\w*)", source),  # attributes read, methods called
+        *re.findall(r"def (_[a-z]\w*)", source),  # methods overridden
+        *re.findall(r"getattr\([^,]+,\s*\"(_\w+)\"", source),
+        *(["call_thread"] if ".call_thread(" in source else []),
+    }
+    # kafka.py's own names: defined by its classes and not by their bases, or set on self.
+    own = {name for cls, base in BASES.items() for name in vars(cls) if name not in dir(base)}
+    own |= set(re.findall(r"self\.(_[a-z]\w*)(?:\s*:[^=\n]+)?\s*=[^=]", source))
+    own |= {"_batch"}  # the module's context variable
+    assert used - own == PRIVATE, (
+        f"guard these too: {sorted(used - own - PRIVATE)}; "
+        f"no longer used: {sorted(PRIVATE - (used - own))}"
+    )
+
+
+# --- the version guard -------------------------------------------------------------------------
+
+
+def test_the_proven_versions_are_the_pinned_ones() -> None:
+    pyproject = tomllib.loads((Path(kafka.__file__).parents[1] / "pyproject.toml").read_text())
+    pins = dict(
+        re.fullmatch(r"([\w-]+)==([\w.]+)", d).groups()  # type: ignore[union-attr]
+        for d in pyproject["project"]["dependencies"]
+    )
+    assert {name: pins[name] for name in kafka.PROVEN_WITH} == kafka.PROVEN_WITH
+    assert kafka.check_versions(False, kafka.installed_versions()) is None  # this venv
+
+
+@pytest.mark.parametrize(
+    ("installed", "named"),
+    [
+        ({"faust-streaming": "0.15.4", "aiokafka": "0.14.0"}, "not faust-streaming 0.15.4"),
+        ({"faust-streaming": "0.15.3", "aiokafka": "0.13.0"}, "not aiokafka 0.13.0"),
+        ({"faust-streaming": "0.15.3", "aiokafka": None}, "not aiokafka (missing)"),
+    ],
+)
+def test_other_versions_are_refused_in_one_line_unless_allowed(
+    installed: dict[str, str | None], named: str
+) -> None:
+    with pytest.raises(kafka.UntestedVersions) as refused:
+        kafka.check_versions(False, installed)
+    message = str(refused.value)
+    assert "\n" not in message and named in message
+    assert "faust-streaming 0.15.3 and aiokafka 0.14.0" in message
+    assert "ALLOW_UNTESTED_FAUST=true" in message
+
+    warning = kafka.check_versions(True, installed)
+    assert warning is not None and named in warning
+
+
+def test_the_worker_command_refuses_untested_versions_with_one_line(tmp_path: Path) -> None:
+    """``steamprice worker`` itself (the path operators run), with faust reported as 0.16.0."""
+    script = (
+        "import sys, steamprice.kafka as k\n"
+        "k.installed_versions = lambda: {'faust-streaming': '0.16.0', 'aiokafka': '0.14.0'}\n"
+        "sys.argv = ['steamprice', 'worker', '-l', 'info']\n"
+        "from steamprice import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "KAFKA_BROKER": "kafka://127.0.0.1:9"}
+    env.pop("ALLOW_UNTESTED_FAUST", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert done.returncode == 1
+    err = done.stderr.decode().strip()
+    assert err.count("\n") == 0 and err.startswith("steamprice worker: the Kafka consumer fix")
+    assert "not faust-streaming 0.16.0" in err and not (tmp_path / "data").exists()
