@@ -20,10 +20,10 @@ WORKDIR /app
 COPY pyproject.toml README.m[d] ./
 COPY steamprice ./steamprice
 COPY sql ./sql
-# Editable install: the package finds its migrations at ../sql relative to its own source
-# (steamprice/database.py SQL_DIR), so it must run from /app rather than from site-packages.
-RUN pip install -e . \
-    && python -c "import steamprice.database as d; assert any(d.SQL_DIR.glob('*.sql')), d.SQL_DIR"
+# A plain install: sql/ ships inside the package (steamprice.sql), so the worker migrates from
+# site-packages whatever its working directory.
+RUN pip install . \
+    && cd / && python -c "import steamprice.database as d; assert d.migrations(), d.SQL_DIR"
 
 USER steamprice
 

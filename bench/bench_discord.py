@@ -16,74 +16,41 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import uuid
-from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
-import aiomysql
-
-from steamprice.database import Database, connect_kwargs
-from steamprice.discord import MAX_EMBEDS, changes_shown
-from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
-from steamprice.notifier import DiscordNotifier
-from steamprice.settings import Secret, Settings
+from steamprice.notify.embeds import MAX_EMBEDS
 from tests.support.fakes.discord import FakeDiscord
+from tests.support.notify import Notifiers, price_change, shown
 
 CHANGES = 1_000
 SCALE = 10.0
 BUCKET = (5, 2.0)  # requests per seconds, per webhook
 CHANNEL = (30, 60.0)  # messages per seconds, per channel (hidden)
 TARGET_RATIO = 1.2
-T = datetime(2025, 11, 27, 18, 0, tzinfo=UTC)
 
 
 def make_changes() -> list[PriceChange]:
     return [
-        PriceChange(
-            event_id=f"bench-discord-{app:08d}",
-            app_id=app,
-            cc="us",
-            kind="discount_started",
-            old_status="priced",
-            new_status="priced",
-            old_currency="USD",
-            new_currency="USD",
-            old_initial=1999,
-            old_final=1999,
-            old_discount=0,
-            new_initial=1999,
-            new_final=999,
-            new_discount=50,
-            observed_at=T,
-            previous_observed_at=T,
-        )
-        for app in range(10, 10 + CHANGES)
+        price_change(app, event_id=f"bench-discord-{app:08d}") for app in range(10, 10 + CHANGES)
     ]
 
 
 async def run(name: str, digest_threshold: int) -> dict[str, Any]:
-    db = f"bench_discord_{uuid.uuid4().hex[:8]}"
     fake = FakeDiscord(
         bucket=(BUCKET[0], BUCKET[1] / SCALE),
         channel_limit=(CHANNEL[0], CHANNEL[1] / SCALE),
         global_limit=(50, 1.0 / SCALE),
     )
     await fake.start()
-    settings = Settings(
-        mysql_db=db,
-        discord_webhook_url=Secret(fake.webhook_url("1", "bench-token")),
+    notifiers = Notifiers()
+    notifier = await notifiers.start(
+        fake.webhook_url("1", "bench-token"),
         discord_channel_messages=CHANNEL[0],
         discord_channel_window_seconds=CHANNEL[1] / SCALE,
         discord_digest_threshold=digest_threshold,
     )
-    metrics = Metrics.create()
-    database = Database(settings, metrics)
-    notifier = DiscordNotifier(settings, metrics, database)
-    await database.start()
-    await database.ready.wait()
-    await notifier.start()
+    metrics = notifier.metrics
     try:
         started = time.monotonic()
         await notifier.enqueue(make_changes())
@@ -95,7 +62,7 @@ async def run(name: str, digest_threshold: int) -> dict[str, Any]:
                 raise RuntimeError(f"{name}: not all changes delivered after {deadline:.0f} s")
             await asyncio.sleep(0.05)
         elapsed = (fake.messages[-1].time - started) * SCALE
-        shown = Counter(x for m in fake.messages for x in changes_shown(m.visible_embeds))
+        times_shown = shown(fake)
         messages = math.ceil(CHANGES / MAX_EMBEDS)
         floor = messages / CHANNEL[0] * CHANNEL[1]
         # Tighter: full channel windows, then the last window's messages in bucket bursts.
@@ -103,7 +70,7 @@ async def run(name: str, digest_threshold: int) -> dict[str, Any]:
         burst_floor = windows * CHANNEL[1] + (last // BUCKET[0]) * BUCKET[1]
         result = {
             "changes": CHANGES,
-            "delivered_once": len(shown) == CHANGES and set(shown.values()) == {1},
+            "delivered_once": len(times_shown) == CHANGES and set(times_shown.values()) == {1},
             "seconds": round(elapsed, 1),
             "floor_seconds": round(floor, 1),
             "ratio_to_floor": round(elapsed / floor, 3),
@@ -127,15 +94,8 @@ async def run(name: str, digest_threshold: int) -> dict[str, Any]:
         )
         return result
     finally:
-        await notifier.stop()
-        await database.stop()
+        await notifiers.close()
         await fake.stop()
-        conn = await aiomysql.connect(**connect_kwargs(settings, with_db=False), autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-        finally:
-            conn.close()
 
 
 async def main() -> dict[str, Any]:

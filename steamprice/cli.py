@@ -21,6 +21,7 @@ from steamprice.database import describe_error
 from steamprice.database import migrate as apply_migrations
 from steamprice.discovery import iter_app_list
 from steamprice.models import ScheduleCommand
+from steamprice.notify import commands as _discord_commands  # noqa: F401 (registers them)
 from steamprice.schedule import RETRY, BadSeed, parse_seed
 from steamprice.services import store
 from steamprice.status import read_app_states

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import logging
 import re
 import time
@@ -10,7 +11,7 @@ import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Generic, TypeVar
 
 import aiomysql
@@ -22,7 +23,8 @@ from steamprice.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# The migrations: sql/ at the top of the repository, installed as the package steamprice.sql.
+SQL_DIR: Traversable = importlib.resources.files("steamprice.sql")
 MIGRATION_RE = re.compile(r"^(\d+)_[\w-]+\.sql$")
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 (an item of a batch)
@@ -102,19 +104,22 @@ class DatabaseStopping(Exception):
     """The service is stopping: the write was abandoned, its offsets must not be committed."""
 
 
-def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, str, list[str]]]:
+def migrations(sql_dir: Traversable = SQL_DIR) -> list[tuple[int, str, list[str]]]:
     """The numbered migrations in order: (version, file name, statements).
 
     Statements are separated by ``;`` at the end of a line; whole-line ``--`` comments are
     dropped (so a ``;`` may appear in a comment, never inside a string literal).
     """
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    files = [p for p in sql_dir.iterdir() if p.is_file() and p.name.endswith(".sql")]
+    for path in sorted(files, key=lambda p: p.name):
         m = MIGRATION_RE.match(path.name)
         if not m:
-            raise ValueError(f"{path}: migration files are named NNN_description.sql")
+            raise ValueError(f"{path.name}: migration files are named NNN_description.sql")
         text = "\n".join(
-            line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("--")
         )
         statements = [s.strip() for s in text.split(";") if s.strip()]
         found.append((int(m.group(1)), path.name, statements))
@@ -139,7 +144,7 @@ def connect_kwargs(settings: Settings, with_db: bool = True) -> dict[str, Any]:
     return kwargs
 
 
-async def migrate(settings: Settings, sql_dir: Path = SQL_DIR) -> list[str]:
+async def migrate(settings: Settings, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Create the database if needed and apply the migrations not yet applied (idempotent).
 
     Each migration is recorded in ``schema_migrations`` once all its statements ran. MySQL

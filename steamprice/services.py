@@ -6,7 +6,7 @@ from steamprice.app import app, settings
 from steamprice.database import Database
 from steamprice.logs import quiet_repeated_library_errors
 from steamprice.metrics import Metrics
-from steamprice.notifier import DiscordNotifier
+from steamprice.notify.notifier import DiscordNotifier
 from steamprice.store_client import StoreClient
 
 metrics = Metrics.create()

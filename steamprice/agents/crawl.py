@@ -6,84 +6,21 @@ Each answer goes on ``prices-raw`` as one record per partition its apps belong t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from steamprice.app import app, settings
 from steamprice.batches import RawBatch, by_partition, raw_record
+from steamprice.batching import Batcher
 from steamprice.models import CrawlRequest, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED
 from steamprice.services import metrics, store
 from steamprice.topics import crawl_requests_topic, prices_raw_topic, schedule_topic
 
 logger = logging.getLogger(__name__)
-
-
-class Batcher:
-    """Batches of events, closed when full or ``wait`` seconds after their *first* event.
-
-    Faust's ``take`` closes batches on a fixed cycle instead, so a burst of requests that
-    straddles a cycle boundary goes out as two requests per region where one would do; with
-    Steam's budget of ~200 requests per 5 minutes, a request is worth waiting a moment for.
-    Events are acked only after their batch is processed (at-least-once), so a crash
-    redelivers them. Stateless, so processing from a second task is safe.
-    """
-
-    def __init__(
-        self,
-        stream: Any,
-        size: int,
-        wait: float,
-        process: Callable[[Sequence[Any]], Awaitable[None]],
-    ) -> None:
-        self.stream = stream
-        self.size = size
-        self.wait = wait
-        self.process = process
-        self._events: list[Any] = []
-        self._first_at = 0.0
-        # Held while a batch is processed: the stream loop waits (backpressure).
-        self._lock = asyncio.Lock()
-
-    async def run(self) -> None:
-        flusher = asyncio.ensure_future(self._flush_when_due())
-        try:
-            async for event in self.stream.events():
-                async with self._lock:
-                    if not self._events:
-                        self._first_at = time.monotonic()
-                    self._events.append(event)
-                    if len(self._events) >= self.size:
-                        await self._flush()
-        finally:
-            flusher.cancel()
-
-    async def _flush_when_due(self) -> None:
-        while True:
-            if self._events:
-                delay = self._first_at + self.wait - time.monotonic()
-            else:
-                delay = self.wait
-            await asyncio.sleep(max(delay, 0.005))
-            async with self._lock:
-                if self._events and time.monotonic() - self._first_at >= self.wait:
-                    await self._flush()
-
-    async def _flush(self) -> None:
-        events, self._events = self._events, []
-        try:
-            await self.process([e.value for e in events])
-        except Exception:
-            # Like a Faust agent: log and ack rather than stop crawling for good. The apps stay
-            # pending and are dispatched again after the pending timeout.
-            logger.exception("Crawl batch of %d requests failed", len(events))
-        finally:
-            for event in events:
-                await self.stream.ack(event)
 
 
 async def publish_raw(cc: str, fetched_at: datetime, entries: dict[int, str]) -> int:

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import jinja2
 
 # The one import of the notifier's formatting (the Discord embed shows prices the same way).
-from steamprice.discord import KIND_LABELS, format_price
+from steamprice.notify.embeds import KIND_LABELS, format_price
 from steamprice.pages.chart import Chart, step_chart
 from steamprice.pages.query import (
     SORTS,

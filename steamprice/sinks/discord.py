@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from steamprice.app import app, settings
+from steamprice.batching import Batcher
 from steamprice.database import DatabaseStopping
 from steamprice.services import database, notifier
 from steamprice.topics import price_changes_topic
-
-logger = logging.getLogger(__name__)
 
 # A sale wave arrives as a burst: one transaction queues a large batch.
 DISCORD_BATCH = 500
@@ -25,12 +23,13 @@ async def sink_discord(stream: Any) -> None:
     """
     await database.maybe_start()
     await notifier.maybe_start()
-    # noack_take: a batch abandoned at shutdown must not be acknowledged (plain take would).
-    async for events in stream.noack_take(DISCORD_BATCH, settings.sink_batch_seconds):
-        try:
-            await notifier.enqueue([e.value for e in events])
-        except DatabaseStopping:
-            logger.info("Stopping: %d changes not queued, Kafka redelivers them", len(events))
-            return
-        for event in events:
-            await stream.ack(event)
+    batcher = Batcher(
+        stream.noack(),
+        DISCORD_BATCH,
+        settings.sink_batch_seconds,
+        notifier.enqueue,
+        ack_errors=False,
+        stop_on=(DatabaseStopping,),
+        name="sink-discord",
+    )
+    await batcher.run()

@@ -1,20 +1,20 @@
 """MySQL sink agents: batched, idempotent writes that wait out outages.
 
-Each batch is acknowledged only after its transaction committed: ``noack_take`` hands over the
-events, unacknowledged (plain ``take`` acknowledges a batch even when the code that consumed it
-raised or was cancelled, so a batch abandoned at shutdown would be committed, unwritten).
+Each batch is acknowledged only after its transaction committed (``steamprice.batching``): a
+batch abandoned at shutdown (``DatabaseStopping``, or cancelled) is left to Kafka to redeliver.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from steamprice.app import app, settings
 from steamprice.batches import BadRecord, ObservedBatch, read_observed
+from steamprice.batching import Batcher
 from steamprice.database import Database, DatabaseStopping
 from steamprice.services import database, metrics
 from steamprice.storage import (
@@ -29,23 +29,32 @@ from steamprice.topics import price_changes_topic, prices_normalized_topic
 logger = logging.getLogger(__name__)
 
 
-async def _committed_batches(
-    stream: Any, task: str, write: Callable[[Any, list[Any]], Awaitable[Any]], what: str
-) -> AsyncIterator[tuple[int, Any]]:
-    """Write each batch, ack its events only once committed; yield (size, write outcome)."""
+async def _write_batches(
+    stream: Any,
+    task: str,
+    write: Callable[[Any, list[Any]], Awaitable[Any]],
+    report: Callable[[int, Any], None],
+) -> None:
+    """Write each batch in one transaction, ack its events once committed, ``report`` it."""
     await database.maybe_start()
-    async for events in stream.noack_take(settings.sink_batch_size, settings.sink_batch_seconds):
+
+    async def process(values: Sequence[Any]) -> None:
         started = time.monotonic()
-        try:
-            outcome = await write(database, [e.value for e in events])
-        except DatabaseStopping:
-            logger.info("Stopping: %d %s unwritten, Kafka redelivers them", len(events), what)
-            return
-        for event in events:
-            await stream.ack(event)
-        metrics.batch_size.labels(task).observe(len(events))
+        outcome = await write(database, list(values))
+        metrics.batch_size.labels(task).observe(len(values))
         metrics.task_duration_seconds.labels(task).observe(time.monotonic() - started)
-        yield len(events), outcome
+        report(len(values), outcome)
+
+    batcher = Batcher(
+        stream.noack(),
+        settings.sink_batch_size,
+        settings.sink_batch_seconds,
+        process,
+        ack_errors=False,
+        stop_on=(DatabaseStopping,),
+        name=task,
+    )
+    await batcher.run()
 
 
 async def _write_records(db: Database, values: Sequence[Any]) -> SinkOutcome:
@@ -62,8 +71,8 @@ async def _write_records(db: Database, values: Sequence[Any]) -> SinkOutcome:
 @app.agent(prices_normalized_topic, name="sink-price-current")
 async def sink_price_current(stream: Any) -> None:
     """``price_checks`` per record; ``apps``, ``price_history``, ``price_current`` from news."""
-    batches = _committed_batches(stream, "sink_price_current", _write_records, "records")
-    async for n, outcome in batches:
+
+    def report(n: int, outcome: Any) -> None:
         logger.info(
             "Stored %d records: %d checks, %d current prices, %d history rows, %d rejected",
             n,
@@ -72,6 +81,8 @@ async def sink_price_current(stream: Any) -> None:
             outcome.written["price_history"],
             outcome.rejected,
         )
+
+    await _write_batches(stream, "sink_price_current", _write_records, report)
 
 
 @app.timer(interval=600.0)  # type: ignore[untyped-decorator]
@@ -92,11 +103,13 @@ async def prune_price_checks() -> None:
 @app.agent(price_changes_topic, name="sink-price-changes")
 async def sink_price_changes(stream: Any) -> None:
     """``price_changes``: keyed by event_id, so a redelivered event inserts nothing."""
-    batches = _committed_batches(stream, "sink_price_changes", write_changes, "changes")
-    async for n, outcome in batches:
+
+    def report(n: int, outcome: Any) -> None:
         logger.info(
             "Recorded %d price changes (%d new, %d rejected)",
             n,
             outcome.written["price_changes"],
             outcome.rejected,
         )
+
+    await _write_batches(stream, "sink_price_changes", write_changes, report)

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from steamprice.discord import changes_shown
+from steamprice.notify.embeds import changes_shown
 from tests.support.fakes import FakeDiscord, FakeSteam
-from tests.support.infra import KAFKA, wait_for
+from tests.support.infra import committed_offsets, wait_for
+from tests.support.notify import shown
 from tests.support.prices import observations_in
 from tests.support.processes import Pipeline
 
@@ -51,24 +51,8 @@ async def discord() -> AsyncIterator[FakeDiscord]:
 
 async def committed_and_end(pipeline: Pipeline, short: str) -> tuple[int, int]:
     """Offsets the worker's consumer group committed on a topic, and the topic's end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=KAFKA, group_id=pipeline.app_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        name = pipeline.topic(short)
-        parts = consumer.partitions_for_topic(name) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(name) or set()
-        tps = [TopicPartition(name, p) for p in sorted(parts)]
-        end = await consumer.end_offsets(tps)
-        done = 0
-        for tp in tps:
-            done += await consumer.committed(tp) or 0
-        return done, sum(end.values())
-    finally:
-        await consumer.stop()
+    offsets = await committed_offsets(pipeline, short)
+    return sum(done for done, _ in offsets.values()), sum(end for _, end in offsets.values())
 
 
 async def test_kill_9_between_post_and_commit_posts_each_change_once(
@@ -118,8 +102,7 @@ async def test_kill_9_between_post_and_commit_posts_each_change_once(
 
     await wait_for("the restarted worker to re-consume price-changes", reconsumed, timeout=60)
 
-    posted = Counter(x for m in discord.messages for x in changes_shown(m.visible_embeds))
-    assert posted == Counter({(app, "us"): 1 for app in APPS})
+    assert shown(discord) == Counter({(app, "us"): 1 for app in APPS})
     # The held message's changes may or may not have been posted as far as the worker knew.
     assert ledger == {"uncertain": len(held), "sent": len(APPS) - len(held)}
     uncertain = await pipeline.query(

@@ -68,7 +68,7 @@ def mismatches(expected: Mapping[Any, Any], actual: Mapping[Any, Any], limit: in
 
 def discord_posts(discord: Any) -> Counter[tuple[int, str]]:
     """How often each (app, region) was shown in a message the fake Discord accepted."""
-    from steamprice.discord import changes_shown
+    from steamprice.notify.embeds import changes_shown
 
     return Counter(x for m in discord.messages for x in changes_shown(m.visible_embeds))
 

@@ -28,18 +28,23 @@ class Db:
         self.service = Database(self.settings, self.metrics)
 
     async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = await aiomysql.connect(**MYSQL, db=self.name, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+        return await query(self.name, sql, args)
 
     async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the sink's tables, server-set timestamps included (a no-op must not
         touch them either)."""
         return {t: await self.query(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
+
+
+async def query(db: str, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Every row ``sql`` returns from database ``db`` on the shared server (autocommit)."""
+    conn = await aiomysql.connect(**MYSQL, db=db, autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
 
 
 async def drop_database(name: str) -> None:

@@ -13,6 +13,7 @@ from tests.support.browser import Screenshots, chromium, chromium_problem
 from tests.support.database import Db, drop_database
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import stack_problem
+from tests.support.notify import Notifiers
 from tests.support.processes import Pipeline
 
 
@@ -86,3 +87,13 @@ def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Screenshots:
     root = os.environ.get("ARTIFACTS_DIR")
     folder = Path(root) / request.node.name if root else tmp_path / "screenshots"
     return Screenshots(folder)
+
+
+@pytest.fixture
+async def notifiers(stack: None) -> AsyncIterator[Notifiers]:
+    """Notifier services on a scratch database (stopped and dropped afterwards)."""
+    n = Notifiers()
+    try:
+        yield n
+    finally:
+        await n.close()

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import aiomysql
+import pymysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from steamprice.database import error_code
+from tests.support.database import drop_database, query
 from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, stop_process, wait_for
+
+UNKNOWN_DATABASE = 1049
 
 T = TypeVar("T")
 
@@ -115,25 +119,16 @@ class Pipeline:
 
     async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
         try:
-            conn = await aiomysql.connect(**MYSQL, db=self.db, autocommit=True)
-        except Exception:  # the database may not exist yet
-            return []
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+            return await query(self.db, sql, args)
+        except pymysql.err.OperationalError as exc:
+            if error_code(exc) == UNKNOWN_DATABASE:  # the worker has not created it yet
+                return []
+            raise
 
     async def close(self) -> None:
         for w in self.workers:
             await w.stop()
-        conn = await aiomysql.connect(**MYSQL, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{self.db}`")
-        finally:
-            conn.close()
+        await drop_database(self.db)
 
 
 class Worker:

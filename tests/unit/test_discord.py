@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steamprice.discord import (
+from steamprice.models import PriceChange
+from steamprice.notify.embeds import (
     MAX_TOTAL_CHARS,
     AppChanges,
-    WebhookUrlError,
     build_embed,
     changes_shown,
-    classify_response,
     clip,
     digest_line,
     embed_chars,
@@ -23,38 +22,19 @@ from steamprice.discord import (
     group_by_app,
     message_problems,
     pack_messages,
-    parse_webhook_url,
     payload,
     plan_message,
     text_len,
 )
-from steamprice.models import PriceChange
+from steamprice.notify.webhook import WebhookUrlError, classify_response, parse_webhook_url
 from tests.support.fakes.discord import CLOUDFLARE_BODY, validate_payload
+from tests.support.notify import OBSERVED, price_change
 
-T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
 
-
-def change(cc: str = "us", kind: str = "discount_started", **kw: object) -> PriceChange:
-    fields: dict[str, object] = {
-        "event_id": f"e-{cc}-{kind}",
-        "app_id": 1091500,
-        "cc": cc,
-        "kind": kind,
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 5999,
-        "old_final": 5999,
-        "old_discount": 0,
-        "new_initial": 5999,
-        "new_final": 2999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
+def change(cc: str = "us", kind: str = "discount_started", **kw: Any) -> PriceChange:
+    """Cyberpunk 2077 on sale (59.99 -> 29.99) in one region."""
+    fields: dict[str, Any] = {"event_id": f"e-{cc}-{kind}", "app_id": 1091500, **kw}
+    return price_change(cc=cc, kind=kind, before=5999, after=2999, **fields)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +100,7 @@ def test_one_embed_per_app_with_a_field_per_region() -> None:
     us = embed["fields"][1]["value"]
     assert "~~$59.99~~ **$29.99** (-50%)" in us and "historical low" in us
     assert "1091500" in embed["thumbnail"]["url"]
-    assert embed["timestamp"] == T.isoformat()
+    assert embed["timestamp"] == OBSERVED.isoformat()
 
 
 def test_embed_title_falls_back_to_app_id_and_is_clipped() -> None:

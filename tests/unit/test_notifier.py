@@ -2,70 +2,57 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from steamprice.discord import MessageWindow, NotifyFilter
+from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
-from steamprice.notifier import lock_name
+from steamprice.notify.filters import NotifyFilter
+from steamprice.notify.lock import lock_name
+from steamprice.notify.webhook import (
+    CHANNEL,
+    GLOBAL,
+    WEBHOOK,
+    MessageWindow,
+    WebhookClient,
+    classify_response,
+    parse_webhook_url,
+    window_scope,
+)
 from steamprice.settings import Settings, SettingsError, load_settings
-
-T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
-
-
-def change(**kw: object) -> PriceChange:
-    fields: dict[str, object] = {
-        "event_id": "e",
-        "app_id": 730,
-        "cc": "us",
-        "kind": "discount_started",
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 1999,
-        "old_final": 1999,
-        "old_discount": 0,
-        "new_initial": 1999,
-        "new_final": 999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
+from tests.support.notify import price_change
 
 
 def test_default_filter_lets_every_change_through() -> None:
     f = NotifyFilter.from_settings(Settings())
     for kind in ("discount_started", "list_price_increased", "became_unknown"):
-        assert f.skip_reason(change(kind=kind, new_status="unknown", new_final=None)) is None
+        assert f.skip_reason(price_change(kind=kind, new_status="unknown", new_final=None)) is None
 
 
 @pytest.mark.parametrize(
     ("flt", "event", "reason"),
     [
-        (NotifyFilter(watchlist=frozenset({570})), change(), "not in DISCORD_WATCHLIST"),
-        (NotifyFilter(regions=frozenset({"gb"})), change(), "region not in DISCORD_REGIONS"),
+        (NotifyFilter(watchlist=frozenset({570})), price_change(), "not in DISCORD_WATCHLIST"),
+        (NotifyFilter(regions=frozenset({"gb"})), price_change(), "region not in DISCORD_REGIONS"),
         (
             NotifyFilter(kinds=frozenset({"discount_ended"})),
-            change(),
+            price_change(),
             "kind not in DISCORD_KINDS",
         ),
-        (NotifyFilter(min_discount=60), change(), "discount 50% < DISCORD_MIN_DISCOUNT"),
+        (NotifyFilter(min_discount=60), price_change(), "discount 50% < DISCORD_MIN_DISCOUNT"),
         # A "discount" with final >= initial (free-to-keep promotion) is no real cut.
         (
             NotifyFilter(min_discount=10),
-            change(new_final=1999, new_discount=100),
+            price_change(new_final=1999, new_discount=100),
             "discount 0% < DISCORD_MIN_DISCOUNT",
         ),
         (
             NotifyFilter(min_discount=10),
-            change(kind="became_unpriced", new_status="no_price", new_final=None),
+            price_change(kind="became_unpriced", new_status="no_price", new_final=None),
             "discount 0% < DISCORD_MIN_DISCOUNT",
         ),
-        (NotifyFilter(only_historical_lows=True), change(), "not a historical low"),
+        (NotifyFilter(only_historical_lows=True), price_change(), "not a historical low"),
     ],
 )
 def test_each_filter_names_why_it_skips(flt: NotifyFilter, event: PriceChange, reason: str) -> None:
@@ -80,8 +67,8 @@ def test_a_change_passing_every_filter_is_notified() -> None:
         watchlist=frozenset({730}),
         only_historical_lows=True,
     )
-    assert f.skip_reason(change(new_historical_low=True)) is None
-    assert f.skip_reason(change(matches_historical_low=True)) is None
+    assert f.skip_reason(price_change(new_historical_low=True)) is None
+    assert f.skip_reason(price_change(matches_historical_low=True)) is None
 
 
 def test_filters_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +137,60 @@ def test_window_never_allows_more_than_the_limit_in_any_period() -> None:
 def test_sender_lock_is_per_database_and_fits_mysql() -> None:
     assert lock_name("steam_db") != lock_name("it_123")
     assert len(lock_name("x" * 200)) <= 64
+
+
+# ---------------------------------------------------------------------- windows a crash keeps
+
+RL = {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0"}
+
+
+def answer_429(scope: str, retry_after: float, global_: bool = False) -> Any:
+    body = f'{{"retry_after": {retry_after}, "global": {str(global_).lower()}}}'.encode()
+    return classify_response(429, {**RL, "x-ratelimit-scope": scope}, body)
+
+
+def client(**settings: Any) -> WebhookClient:
+    hook = parse_webhook_url("https://discord.com/api/webhooks/42/tok")
+    return WebhookClient(hook, Settings(**settings), Metrics.create())
+
+
+def test_a_wait_is_kept_under_what_it_applies_to() -> None:
+    user, shared = answer_429("user", 2.0), answer_429("shared", 40.0)
+    glob, ban = answer_429("global", 1.0, global_=True), classify_response(429, {}, b"")
+    assert window_scope(user, "42", "900") == (WEBHOOK, "42")
+    assert window_scope(shared, "42", "900") == (CHANNEL, "900")
+    assert window_scope(shared, "42", None) == (WEBHOOK, "42")  # channel not learnt yet
+    assert window_scope(glob, "42", "900") == (GLOBAL, "")
+    assert ban.action == "ban" and window_scope(ban, "42", "900") == (GLOBAL, "")
+
+
+def test_the_client_keeps_every_window_until_stored_the_longest_per_key() -> None:
+    c = client(discord_ban_pause_seconds=600)
+    c.react(answer_429("user", 2.0))
+    c.react(answer_429("shared", 40.0))  # the same key (no channel yet): the later end wins
+    [w] = c.unsaved()
+    assert (w.scope, w.key, w.reason) == (WEBHOOK, "42", "shared")
+    c.channel_id = "900"
+    c.react(answer_429("shared", 10.0))
+    c.react(classify_response(429, {}, b""))  # a Cloudflare ban: every request
+    kept = {(w.scope, w.key): w.reason for w in c.unsaved()}
+    assert kept == {(WEBHOOK, "42"): "shared", (CHANNEL, "900"): "shared", (GLOBAL, ""): "banned"}
+    stored = c.unsaved()
+    c.react(answer_429("shared", 500.0))  # arrives while the others are being stored
+    c.saved(stored)
+    assert [(w.scope, w.reason) for w in c.unsaved()] == [(CHANNEL, "shared")]
+
+
+def test_a_sent_answer_names_the_channel_the_client_then_knows() -> None:
+    outcome = classify_response(200, {}, b'{"id": "1", "channel_id": "900"}')
+    assert (outcome.action, outcome.message_id, outcome.channel_id) == ("sent", "1", "900")
+    assert classify_response(200, {}, b'{"id": "1"}').channel_id is None
+
+
+def test_windows_of_a_previous_sender_hold_this_one_capped_by_the_settings() -> None:
+    c = client(discord_max_retry_wait_seconds=60, discord_ban_pause_seconds=120)
+    assert c.delay(100.0) == 0.0
+    assert c.honour([(CHANNEL, "shared", 12.5), (WEBHOOK, "bucket", 1.0)], now=100.0) == 12.5
+    assert c.delay(100.0) == pytest.approx(12.5) and c.delay(112.5) == 0.0
+    assert c.honour([(GLOBAL, "banned", 10**9)], now=200.0) == 120  # never forever
+    assert c.unsaved() == []  # honoured, not stored again

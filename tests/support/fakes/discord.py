@@ -213,6 +213,11 @@ class FakeDiscord(FakeServer):
         """From now on the webhook answers 401 code 50027."""
         self._hook(id).invalid_token = True
 
+    def restore_webhook(self, id: str) -> None:
+        """Undo :meth:`delete_webhook` and :meth:`invalid_token` (a permission fixed, say)."""
+        hook = self._hook(id)
+        hook.deleted = hook.invalid_token = hook.sent_404 = False
+
     def set_channel(self, webhook_id: str, channel_id: str) -> None:
         """Make webhooks share a channel (and so its hidden 30/min limit)."""
         self._hook(webhook_id).channel_id = channel_id
@@ -220,6 +225,10 @@ class FakeDiscord(FakeServer):
     def channel_of(self, webhook_id: str) -> str:
         """Channel a webhook posts into (a generated snowflake unless set)."""
         return self._hook(webhook_id).channel_id
+
+    def retry_window_end(self, webhook_id: str) -> float:
+        """Clock time until which a request of this webhook is inside an earlier 429's window."""
+        return max(self._hook(webhook_id).blocked_until, self._global_blocked_until)
 
     def fail_next(self, n: int, kind: str) -> None:
         """Answer the next ``n`` requests (any webhook) with fault ``kind``.

@@ -1,24 +1,19 @@
-"""Discord webhook rules: URL, embeds and digests within every limit, filters, answers (pure).
+"""Discord messages: embeds and digests within every limit, and how a backlog is cut (pure).
 
-Nothing here does I/O or reads the clock: the notifier service (``notifier.py``) feeds these
-functions and obeys what they say, so every rule is unit-tested without a network.
+Nothing here does I/O or reads the clock: the notifier (``notifier.py``) plans each message with
+these functions, so every rule is unit-tested without a network.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import re
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from steamprice.models import PriceChange
 from steamprice.pricing import effective_discount
-from steamprice.settings import Settings
 
 STORE_APP_URL = "https://store.steampowered.com/app/{app_id}/"
 HEADER_IMAGE_URL = (
@@ -37,11 +32,6 @@ MAX_FOOTER = 2048
 MAX_AUTHOR = 256
 MAX_CONTENT = 2000
 
-# v6 and v7 report ``retry_after`` in milliseconds; v8 switched to seconds.
-FIRST_SECONDS_VERSION = 8
-API_VERSION = 10
-
-_WEBHOOK_RE = re.compile(r"^(https?://[^/]+)/api(?:/v(\d+))?/webhooks/(\d+)/([^/?#]+)")
 _APP_URL_RE = re.compile(r"https://store\.steampowered\.com/app/(\d+)/")
 
 KIND_LABELS = {
@@ -137,51 +127,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\*_~`|\[\]()<>#])")
 def escape_markdown(text: str) -> str:
     """A name shown as literal text inside markdown (links, bold) on one line."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
-
-
-# ---------------------------------------------------------------------- webhook URL
-
-
-class WebhookUrlError(ValueError):
-    """The configured URL is not a Discord webhook URL (the message never contains it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    base: str
-    webhook_id: str
-    token: str = field(repr=False)
-    # The version the pasted URL named (6 when it had none); requests always use v10.
-    pasted_version: int = 6
-
-    @property
-    def url(self) -> str:
-        """The v10 URL with ``wait=true``: a 200 with the message instead of a silent 204."""
-        return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/{self.token}?wait=true"
-
-    @property
-    def api_version(self) -> int:
-        return API_VERSION
-
-    @property
-    def redacted(self) -> str:
-        return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/***"
-
-    @property
-    def key(self) -> str:
-        """A stable, non-reversible name of this id + token (to remember a disabled webhook)."""
-        return hashlib.sha256(f"{self.webhook_id}/{self.token}".encode()).hexdigest()
-
-
-def parse_webhook_url(url: str) -> Webhook:
-    """Normalise any pasted webhook URL (unversioned means v6, where waits are in ms) to v10."""
-    m = _WEBHOOK_RE.match(url.strip())
-    if not m:
-        raise WebhookUrlError(
-            "DISCORD_WEBHOOK_URL is not of the form https://HOST/api/webhooks/ID/TOKEN"
-        )
-    version = int(m.group(2)) if m.group(2) else 6
-    return Webhook(m.group(1), m.group(3), m.group(4), version)
 
 
 # ---------------------------------------------------------------------- rich embeds
@@ -502,176 +447,3 @@ def changes_shown(embeds: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
             for cc in re.findall(r" · ([A-Z]{2}) ", rest + " "):
                 shown.append((int(m.group(1)), cc.lower()))
     return shown
-
-
-# ---------------------------------------------------------------------- filters
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyFilter:
-    """The opt-in filters; the default (all empty) lets every change through."""
-
-    min_discount: int = 0
-    kinds: frozenset[str] = frozenset()
-    regions: frozenset[str] = frozenset()
-    watchlist: frozenset[int] = frozenset()
-    only_historical_lows: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> NotifyFilter:
-        return cls(
-            min_discount=settings.discord_min_discount,
-            kinds=frozenset(settings.discord_kinds),
-            regions=frozenset(settings.discord_regions),
-            watchlist=frozenset(settings.discord_watchlist),
-            only_historical_lows=settings.discord_only_historical_lows,
-        )
-
-    def skip_reason(self, event: PriceChange) -> str | None:
-        """Why ``event`` is not notified (the first filter it fails), or None to notify it."""
-        if self.watchlist and event.app_id not in self.watchlist:
-            return "filter: not in DISCORD_WATCHLIST"
-        if self.regions and event.cc not in self.regions:
-            return "filter: region not in DISCORD_REGIONS"
-        if self.kinds and event.kind not in self.kinds:
-            return "filter: kind not in DISCORD_KINDS"
-        if self.min_discount:
-            d = (
-                effective_discount(event.new_initial, event.new_final, event.new_discount)
-                if event.new_status == "priced"
-                else 0
-            )
-            if d < self.min_discount:
-                return f"filter: discount {d}% < DISCORD_MIN_DISCOUNT"
-        if self.only_historical_lows and not (
-            event.new_historical_low or event.matches_historical_low
-        ):
-            return "filter: not a historical low"
-        return None
-
-
-# ---------------------------------------------------------------------- pacing
-
-
-class MessageWindow:
-    """Our side of Discord's hidden per-channel limit: at most ``limit`` messages per ``period``.
-
-    The limit is never announced in headers, so it is counted here. Times are those at which
-    an accepted message's answer arrived, which is never before Discord counted it, and a small
-    margin covers clock skew: waiting ``delay()`` is always enough.
-    """
-
-    def __init__(self, limit: int, period: float, margin: float | None = None) -> None:
-        self.limit = limit
-        self.period = period
-        self.margin = period / 240 if margin is None else margin
-        self._sent: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - self.period - self.margin:
-            self._sent.popleft()
-
-    def delay(self, now: float) -> float:
-        """Seconds to wait before the next message may leave."""
-        self._trim(now)
-        if len(self._sent) < self.limit:
-            return 0.0
-        return self._sent[len(self._sent) - self.limit] + self.period + self.margin - now
-
-    def record(self, at: float) -> None:
-        self._sent.append(at)
-
-    def __len__(self) -> int:
-        return len(self._sent)
-
-
-# ---------------------------------------------------------------------- answers
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one webhook answer means for the sender.
-
-    ``action``: ``sent``, ``retry_after`` (wait ``wait`` seconds, resend the same payload),
-    ``disable`` (webhook gone or token bad: never call again), ``reject`` (the payload is bad;
-    isolate the offending embed), ``backoff`` (5xx: retry with backoff), ``ban`` (Cloudflare:
-    long pause). ``scope`` of a 429: ``user``, ``shared``, ``global`` or ``cloudflare``.
-    """
-
-    action: str
-    wait: float = 0.0
-    global_: bool = False
-    message_id: str | None = None
-    detail: str = ""
-    scope: str = ""
-    capped: bool = False
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def classify_response(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    max_wait: float = 3600.0,
-    api_version: int = API_VERSION,
-) -> Outcome:
-    """The meaning of one webhook answer; 429 waits in seconds (v6/v7 bodies are in ms)."""
-    try:
-        doc = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        doc = None
-    data = doc if isinstance(doc, dict) else {}
-    if 200 <= status < 300:
-        return Outcome("sent", message_id=str(data.get("id")) if data.get("id") else None)
-    code = data.get("code")
-    if status == 429:
-        has_rl_headers = any(h.lower().startswith("x-ratelimit") for h in headers)
-        if not has_rl_headers and "retry_after" not in data:
-            return Outcome(
-                "ban",
-                wait=max_wait,
-                detail="Cloudflare ban (429 without rate-limit headers)",
-                scope="cloudflare",
-            )
-        wait = _seconds(data.get("retry_after"))
-        if wait is not None and api_version < FIRST_SECONDS_VERSION:
-            wait /= 1000.0
-        if wait is None:
-            wait = _seconds(_header(headers, "Retry-After"))
-        if wait is None:
-            wait = _seconds(_header(headers, "X-RateLimit-Reset-After"))
-        if wait is None:
-            wait = 1.0
-        global_ = bool(data.get("global")) or (_header(headers, "X-RateLimit-Global") == "true")
-        scope = _header(headers, "X-RateLimit-Scope") or ("global" if global_ else "user")
-        wait = max(wait, 0.0)
-        return Outcome(
-            "retry_after",
-            wait=min(wait, max_wait),
-            global_=global_,
-            detail=f"429 {scope}",
-            scope=scope,
-            capped=wait > max_wait,
-        )
-    if status in (401, 403, 404):
-        # 404/10015 (webhook deleted), 401/50027 (bad token), 403 (no permission): every
-        # payload would get the same answer.
-        return Outcome("disable", detail=f"HTTP {status} code {code}")
-    if status == 408 or status >= 500:
-        return Outcome("backoff", detail=f"HTTP {status}")
-    # 400/50035 and any other 4xx: this payload is refused; never resend it as it is.
-    return Outcome("reject", detail=f"HTTP {status} code {code}")

@@ -23,106 +23,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import random
 import time
-from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-import aiomysql
 from mode import Service
 
-from steamprice.database import TRANSIENT_ERRORS, Database, connect_kwargs, describe_error
-from steamprice.discord import (
+from steamprice.database import Database, describe_error
+from steamprice.metrics import Metrics
+from steamprice.models import PriceChange
+from steamprice.notify import ledger
+from steamprice.notify.embeds import (
     AppChanges,
     MessagePlan,
-    MessageWindow,
-    NotifyFilter,
-    Outcome,
-    Webhook,
-    WebhookUrlError,
-    classify_response,
     group_by_app,
     message_problems,
-    parse_webhook_url,
     payload,
     plan_message,
 )
-from steamprice.metrics import Metrics
-from steamprice.models import PriceChange
+from steamprice.notify.filters import NotifyFilter
+from steamprice.notify.ledger import (
+    LEDGER,
+    PENDING,
+    REJECTED,
+    SENDING,
+    SENT,
+    SKIPPED,
+    UNCERTAIN,
+)
+from steamprice.notify.lock import SenderLock
+from steamprice.notify.webhook import Outcome, WebhookClient, WebhookUrlError, parse_webhook_url
 from steamprice.settings import Settings
 from steamprice.storage import change_problem
 
 logger = logging.getLogger(__name__)
 
-ENDPOINT = "discord"
-LEDGER = "discord_ledger"
 # Rows read per planned message: enough for a full digest (~50 apps in several regions).
 FETCH_ROWS = 500
 # How often an idle sender looks for rows queued by other workers, and a follower for the lock.
 POLL_SECONDS = 1.0
 LEADER_POLL_SECONDS = 5.0
-FIRST_BACKOFF_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 300.0
-
-PENDING, SENDING, SENT = "pending", "sending", "sent"
-SKIPPED, REJECTED, UNCERTAIN = "skipped", "rejected", "uncertain"
-
-# A change already in the ledger (a redelivery) is left as it is: 0 rows affected, no warning.
-QUEUE_CHANGE = (
-    "INSERT INTO discord_deliveries"
-    " (event_id, app_id, cc, kind, status, detail, change_json, queued_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE event_id = event_id"
-)
-BACKLOG = (
-    "SELECT status, COUNT(*), COUNT(DISTINCT app_id) FROM discord_deliveries"
-    " WHERE status IN ('pending', 'uncertain') GROUP BY status"
-)
-OLDEST_PENDING = (
-    "SELECT event_id, change_json FROM discord_deliveries WHERE status = 'pending'"
-    " ORDER BY queued_at, event_id LIMIT %s"
-)
-RECENT_MESSAGES = (
-    "SELECT TIMESTAMPDIFF(MICROSECOND, MAX(delivered_at), UTC_TIMESTAMP(6))"
-    " FROM discord_deliveries WHERE status = 'sent'"
-    " AND delivered_at >= UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND GROUP BY message_id"
-)
-DISABLED_WEBHOOK = (
-    "SELECT disabled_reason, disabled_at FROM discord_webhooks WHERE webhook_key = %s"
-)
-DISABLE_WEBHOOK = (
-    "INSERT INTO discord_webhooks (webhook_key, webhook_id, disabled_reason, disabled_at)"
-    " VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
-    " disabled_reason = VALUES(disabled_reason), disabled_at = VALUES(disabled_at)"
-)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-async def _queue_rows(cur: Any, rows: Sequence[tuple[Any, ...]]) -> Counter[str]:
-    """Insert ledger rows; how many were new, per status."""
-    written: Counter[str] = Counter()
-    for status in (PENDING, SKIPPED):
-        part = [r for r in rows if r[4] == status]
-        if part:
-            await cur.executemany(QUEUE_CHANGE, part)
-            written[status] += max(int(cur.rowcount), 0)
-    return written
-
-
-def _marks(n: int) -> str:
-    return ", ".join(["%s"] * n)
-
-
-def lock_name(database: str) -> str:
-    """The cluster-wide sender lock of one database (GET_LOCK names are at most 64 chars)."""
-    return "steamprice.discord." + hashlib.sha1(database.encode()).hexdigest()[:24]
 
 
 class DiscordNotifier(Service):
@@ -136,23 +77,17 @@ class DiscordNotifier(Service):
         self.metrics = metrics
         self.database = database
         self.filters = NotifyFilter.from_settings(settings)
-        self.webhook: Webhook | None = None
+        self.client: WebhookClient | None = None
         self.disabled_reason = ""
         self.leader = False
-        self.window = MessageWindow(
-            settings.discord_channel_messages, settings.discord_channel_window_seconds
-        )
-        self._session: aiohttp.ClientSession | None = None
-        self._lock_conn: aiomysql.Connection | None = None
+        self.lock = SenderLock(settings)
         # Whether this sender settled the rows a previous one left in flight (see _take_over).
         self._taken_over = False
         self._wake = asyncio.Event()
-        self._not_before = 0.0  # monotonic time before which no request may leave
-        self._backoff = FIRST_BACKOFF_SECONDS
 
     @property
     def enabled(self) -> bool:
-        return self.webhook is not None and not self.disabled_reason
+        return self.client is not None and not self.disabled_reason
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,7 +96,7 @@ class DiscordNotifier(Service):
             logger.info("Discord notifications are off (no DISCORD_WEBHOOK_URL or ENABLE_DISCORD)")
             return
         try:
-            self.webhook = parse_webhook_url(self.settings.discord_webhook_url.get())
+            webhook = parse_webhook_url(self.settings.discord_webhook_url.get())
         except WebhookUrlError as exc:
             # Changes are still queued: once the URL is fixed, they are delivered.
             self.disabled_reason = str(exc)
@@ -171,23 +106,20 @@ class DiscordNotifier(Service):
         self.metrics.discord_webhook_enabled.set(1)
         logger.info(
             "Discord notifications to %s (pasted as API v%d; posted on v10, wait=true)",
-            self.webhook.redacted,
-            self.webhook.pasted_version,
+            webhook.redacted,
+            webhook.pasted_version,
         )
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.discord_request_timeout_seconds),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.client = WebhookClient(webhook, self.settings, self.metrics)
+        self.client.open()
 
     async def on_shutdown(self) -> None:
         # Not on_stop: mode calls that before it cancels the sender task, so closing the session
         # there cut a post in flight, which Discord had taken, into a network error; its rows went
         # back to 'pending' and were posted again after the restart (found by
         # tests/integration/test_faults_crash.py). By now _attempt has let that post finish.
-        await self._release_lock()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._release_lock()
+        if self.client is not None:
+            await self.client.close()
 
     # ------------------------------------------------------------------ queueing (any worker)
 
@@ -198,7 +130,7 @@ class DiscordNotifier(Service):
         """
         if not self.settings.discord_enabled or not events:
             return 0
-        now = _utcnow()
+        now = ledger.utcnow()
         rows: list[tuple[Any, ...]] = []
         seen: set[str] = set()
         for e in events:
@@ -224,7 +156,7 @@ class DiscordNotifier(Service):
                     now,
                 )
             )
-        result = await self.database.write_batch(LEDGER, rows, _queue_rows)
+        result = await self.database.write_batch(LEDGER, rows, ledger.queue_rows)
         for row, why in result.rejected:
             self._count_invalid("refused")
             logger.error("Discord sink: the database refused change %r: %s", row[0], why)
@@ -249,7 +181,7 @@ class DiscordNotifier(Service):
 
     @Service.task
     async def _sender(self) -> None:
-        if self.webhook is None:
+        if self.client is None:
             return
         await self.database.ready.wait()
         while not self.should_stop and self.enabled:
@@ -271,71 +203,61 @@ class DiscordNotifier(Service):
                 # Nothing is lost: the rows stay in MySQL; the loop re-reads them.
                 logger.exception("Discord sender failed (%s); retrying", describe_error(exc))
                 await self.sleep(POLL_SECONDS)
-        await self._release_lock()
+        self._release_lock()
 
     async def _hold_lock(self) -> bool:
         """Whether this worker is the sender; tries to become it when nobody is."""
-        name = lock_name(self.settings.mysql_db)
-        if self._lock_conn is not None:
-            try:
-                async with self._lock_conn.cursor() as cur:
-                    await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (name,))
-                    (mine,) = await cur.fetchone()
-                if mine:
-                    if not self._taken_over:  # a first attempt failed half-way: finish it
-                        await self._take_over()
-                    return self.enabled
-            except TRANSIENT_ERRORS as exc:
-                logger.warning("Discord sender lock lost (%s)", describe_error(exc))
-            await self._release_lock()
-        conn: aiomysql.Connection | None = None
-        try:
-            conn = await aiomysql.connect(**connect_kwargs(self.settings), autocommit=True)
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
-                (got,) = await cur.fetchone()
-        except TRANSIENT_ERRORS as exc:
-            logger.warning("Discord sender lock unavailable (%s)", describe_error(exc))
-            if conn is not None:
-                conn.close()
+        if self.lock.taken:
+            if await self.lock.still_held():
+                if not self._taken_over:  # a first attempt failed half-way: finish it
+                    await self._take_over()
+                return self.enabled
+            self._release_lock()
+        if not await self.lock.acquire():
             return False
-        if got != 1:
-            conn.close()
-            return False
-        self._lock_conn = conn
         self.leader = True
         self._taken_over = False
         logger.info("This worker is now the Discord sender")
         await self._take_over()
         return self.enabled
 
-    async def _release_lock(self) -> None:
-        conn, self._lock_conn = self._lock_conn, None
+    def _release_lock(self) -> None:
+        self.lock.release()
         self.leader = False
-        if conn is not None:
-            # Closing the session frees the lock even if RELEASE_LOCK cannot be sent.
-            conn.close()
 
     async def _take_over(self) -> None:
-        """New sender: settle rows left in flight, resume the channel window, check the hook."""
+        """New sender: settle rows left in flight, resume every window, check the hook."""
+        client = self.client
+        assert client is not None
         await self._check_disabled()
         resend = self.settings.discord_resend_uncertain
         target = PENDING if resend else UNCERTAIN
         detail = "was in flight when its worker stopped" + ("; re-sent" if resend else "")
+        period = client.window.period
+        webhook_id = client.webhook.webhook_id
 
-        async def settle(cur: Any) -> tuple[int, list[float]]:
-            await cur.execute(
-                "UPDATE discord_deliveries SET status = %s, detail = %s WHERE status = 'sending'",
-                (target, detail),
-            )
-            moved = int(cur.rowcount)
-            window = int(self.window.period * 1_000_000)
-            await cur.execute(RECENT_MESSAGES, (window,))
-            ages = [float(row[0]) / 1e6 for row in await cur.fetchall() if row[0] is not None]
-            return moved, ages
+        async def settle(
+            cur: Any,
+        ) -> tuple[int, list[float], str | None, list[tuple[str, str, float]]]:
+            moved = await ledger.settle_in_flight(cur, target, detail)
+            ages = await ledger.recent_message_ages(cur, period)
+            channel_id, waits = await ledger.open_windows(cur, webhook_id)
+            return moved, ages, channel_id, waits
 
-        moved, ages = await self.database.transaction(LEDGER, settle)
+        moved, ages, channel_id, waits = await self.database.transaction(LEDGER, settle)
         self._taken_over = True
+        if channel_id and client.channel_id is None:
+            client.channel_id = channel_id
+        # A 429 or a ban the previous sender got is still Discord's: a restart must not skip it.
+        client.honour(waits, time.monotonic())
+        for scope, reason, seconds in waits:
+            logger.warning(
+                "Discord: a %s wait (%s) from before this sender took over has %.1f s left;"
+                " no request before it ends",
+                scope,
+                reason,
+                seconds,
+            )
         if moved:
             self.metrics.discord_deliveries.labels("requeued" if resend else UNCERTAIN).inc(moved)
             logger.warning(
@@ -349,18 +271,16 @@ class DiscordNotifier(Service):
         # Messages another sender posted a moment ago still count against the channel window.
         now = time.monotonic()
         for age in sorted(ages, reverse=True):
-            self.window.record(now - max(age, 0.0))
+            client.window.record(now - max(age, 0.0))
 
     async def _check_disabled(self) -> None:
         """Whether this webhook was found deleted or unauthorised before (by any worker)."""
-        if self.webhook is None or self.disabled_reason:
+        if self.client is None or self.disabled_reason:
             return
-        key = self.webhook.key
+        webhook = self.client.webhook
 
-        async def read(cur: Any) -> tuple[Any, ...] | None:
-            await cur.execute(DISABLED_WEBHOOK, (key,))
-            row = await cur.fetchone()
-            return tuple(row) if row else None
+        async def read(cur: Any) -> tuple[str, Any] | None:
+            return await ledger.disabled_webhook(cur, webhook.key)
 
         row = await self.database.transaction(LEDGER, read)
         if row:
@@ -370,7 +290,7 @@ class DiscordNotifier(Service):
             logger.error(
                 "Discord webhook %s was disabled: %s; not calling it until DISCORD_WEBHOOK_URL"
                 " changes; changes stay queued in discord_deliveries",
-                self.webhook.redacted,
+                webhook.redacted,
                 self.disabled_reason,
             )
 
@@ -397,12 +317,7 @@ class DiscordNotifier(Service):
 
     async def _backlog(self) -> tuple[int, int]:
         """(pending changes, pending apps); also refreshes the queue gauges."""
-
-        async def read(cur: Any) -> dict[str, tuple[int, int]]:
-            await cur.execute(BACKLOG)
-            return {str(s): (int(n), int(a)) for s, n, a in await cur.fetchall()}
-
-        counts = await self.database.transaction(LEDGER, read)
+        counts = await self.database.transaction(LEDGER, ledger.backlog)
         pending = counts.get(PENDING, (0, 0))
         self.metrics.queue_size.labels("discord_pending").set(pending[0])
         self.metrics.queue_size.labels("discord_uncertain").set(counts.get(UNCERTAIN, (0, 0))[0])
@@ -410,8 +325,7 @@ class DiscordNotifier(Service):
 
     async def _load_pending(self) -> list[AppChanges]:
         async def read(cur: Any) -> list[tuple[str, str | None]]:
-            await cur.execute(OLDEST_PENDING, (FETCH_ROWS,))
-            return [(str(a), b) for a, b in await cur.fetchall()]
+            return await ledger.oldest_pending(cur, FETCH_ROWS)
 
         rows = await self.database.transaction(LEDGER, read)
         events: list[PriceChange] = []
@@ -435,12 +349,7 @@ class DiscordNotifier(Service):
         ids = sorted(app_ids)
 
         async def read(cur: Any) -> dict[int, str]:
-            await cur.execute(
-                "SELECT app_id, name FROM apps WHERE name IS NOT NULL AND name <> ''"
-                f" AND app_id IN ({_marks(len(ids))})",
-                ids,
-            )
-            return {int(a): str(n) for a, n in await cur.fetchall()}
+            return await ledger.app_names(cur, ids)
 
         return await self.database.transaction(LEDGER, read)
 
@@ -496,134 +405,57 @@ class DiscordNotifier(Service):
             raise
 
     async def _post_and_record(self, body: dict[str, Any], ids: list[str], digest: bool) -> Outcome:
-        outcome = await self._post(body)
+        assert self.client is not None
+        outcome = await self.client.post(body)
         if outcome.action == "sent":
-            self._backoff = FIRST_BACKOFF_SECONDS
             await self._set(
-                ids, SENT, message_id=outcome.message_id, detail="digest" if digest else None
+                ids,
+                SENT,
+                message_id=outcome.message_id,
+                detail="digest" if digest else None,
+                with_windows=True,
             )
             self.metrics.discord_deliveries.labels(SENT).inc(len(ids))
             self.metrics.discord_messages.labels("digest" if digest else "embeds").inc()
             return outcome
-        # Not posted (or refused): the rows go back to the queue before any wait.
-        self._react(outcome)
-        await self._set(ids, PENDING, only_from=SENDING)
+        # Not posted (or refused): the rows go back to the queue before any wait, in the same
+        # commit as the window the answer opened (a sender killed now leaves both behind).
+        self.client.react(outcome)
+        if outcome.action == "disable":
+            self._disable(outcome.detail)
+        await self._set(ids, PENDING, only_from=SENDING, with_windows=True)
         if outcome.action == "disable":
             await self._remember_disabled()
         return outcome
 
-    async def _post(self, body: dict[str, Any]) -> Outcome:
-        """One request; a network error or timeout is an Outcome too (``backoff``)."""
-        assert self._session is not None and self.webhook is not None
-        started = time.monotonic()
-        try:
-            async with self._session.post(self.webhook.url, json=body) as resp:
-                raw = await resp.read()
-                # Header names are case-insensitive (HTTP/2 sends them in lower case).
-                status = resp.status
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            kind = "timeout" if isinstance(exc, TimeoutError) else "network"
-            self.metrics.api_requests.labels(ENDPOINT, kind).inc()
-            # The class name only: aiohttp errors may quote the URL, which holds the token.
-            return Outcome("backoff", detail=f"{kind}: {exc.__class__.__name__}")
-        finally:
-            self.metrics.api_response_seconds.labels(ENDPOINT).observe(time.monotonic() - started)
-        received = time.monotonic()
-        self.metrics.api_requests.labels(ENDPOINT, str(status)).inc()
-        self._obey_headers(headers, received)
-        outcome = classify_response(
-            status,
-            headers,
-            raw,
-            max_wait=self.settings.discord_max_retry_wait_seconds,
-            api_version=self.webhook.api_version,
-        )
-        if outcome.action == "sent":
-            self.window.record(received)
-            self.metrics.last_success.labels(ENDPOINT).set(time.time())
-        return outcome
-
-    def _react(self, outcome: Outcome) -> None:
-        """Set the pause an answer asks for; disable the webhook when it is gone."""
-        now = time.monotonic()
-        if outcome.action == "retry_after":
-            self.metrics.discord_rate_limited.labels(outcome.scope).inc()
-            self.metrics.discord_deliveries.labels("rate_limited").inc()
-            self._pause(now + outcome.wait, outcome.scope)
-            logger.warning(
-                "Discord 429 (%s%s): waiting %.2f s%s before resending the same message",
-                outcome.scope,
-                ", global: every send paused" if outcome.global_ else "",
-                outcome.wait,
-                " (capped by DISCORD_MAX_RETRY_WAIT_SECONDS)" if outcome.capped else "",
-            )
-        elif outcome.action == "ban":
-            pause = self.settings.discord_ban_pause_seconds
-            self.metrics.discord_rate_limited.labels("cloudflare").inc()
-            self.metrics.discord_deliveries.labels("banned").inc()
-            self._pause(now + pause, "banned")
-            logger.error(
-                "Discord blocked this IP (Cloudflare ban: 429 without rate-limit headers);"
-                " pausing every send for %.0f s; messages stay queued",
-                pause,
-            )
-        elif outcome.action == "backoff":
-            wait = self._backoff * random.uniform(0.8, 1.2)  # jitter: no synchronized retries
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-            self._not_before = max(self._not_before, now + wait)
-            logger.warning("Discord answered %s; retrying in %.1f s", outcome.detail, wait)
-        elif outcome.action == "disable":
-            self._disable(outcome.detail)
-
-    def _pause(self, until: float, reason: str) -> None:
-        self.metrics.rate_limit_pauses.labels(ENDPOINT, reason).inc()
-        self.metrics.rate_limit_pause_seconds.labels(ENDPOINT).inc(
-            max(until - max(self._not_before, time.monotonic()), 0.0)
-        )
-        self._not_before = max(self._not_before, until)
-
-    def _obey_headers(self, headers: dict[str, str], now: float) -> None:
-        """When the bucket is empty, hold the next request until it resets."""
-        remaining = headers.get("x-ratelimit-remaining")
-        reset_after = headers.get("x-ratelimit-reset-after")
-        if remaining is None or reset_after is None:
-            return
-        try:
-            if int(float(remaining)) <= 0:
-                wait = min(float(reset_after), self.settings.discord_max_retry_wait_seconds)
-                self._not_before = max(self._not_before, now + max(wait, 0.0))
-        except ValueError:
-            logger.warning("Discord sent unreadable rate-limit headers; ignoring them")
-
     async def _wait_turn(self) -> None:
         """Sleep until the bucket, any 429 pause and the channel window all allow a message."""
+        assert self.client is not None
         while not self.should_stop:
-            now = time.monotonic()
-            wait = max(self._not_before - now, self.window.delay(now))
+            wait = self.client.delay(time.monotonic())
             if wait <= 0:
                 return
             await self.sleep(wait)
 
     async def _remember_disabled(self) -> None:
         """Persist the disabled state, so that no worker calls this webhook again."""
-        webhook, reason = self.webhook, self.disabled_reason[:255]
-        assert webhook is not None
+        assert self.client is not None
+        webhook, reason = self.client.webhook, self.disabled_reason[:255]
 
         async def work(cur: Any) -> None:
-            await cur.execute(DISABLE_WEBHOOK, (webhook.key, webhook.webhook_id, reason, _utcnow()))
+            await ledger.disable_webhook(cur, webhook.key, webhook.webhook_id, reason)
 
         await self.database.transaction(LEDGER, work)
 
     def _disable(self, detail: str) -> None:
-        assert self.webhook is not None
+        assert self.client is not None
         self.disabled_reason = detail
         self.metrics.discord_webhook_enabled.set(0)
         self.metrics.discord_deliveries.labels("disabled").inc()
         logger.error(
             "Discord webhook %s disabled (%s): no more calls until DISCORD_WEBHOOK_URL changes;"
             " changes stay queued in discord_deliveries",
-            self.webhook.redacted,
+            self.client.webhook.redacted,
             detail,
         )
 
@@ -635,27 +467,35 @@ class DiscordNotifier(Service):
         only_from: str | None = None,
         message_id: str | None = None,
         detail: str | None = None,
+        with_windows: bool = False,
     ) -> bool:
-        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved."""
+        """Move ledger rows to ``status``; with ``only_from``, True only if all of them moved.
+
+        ``with_windows``: store, in the same transaction, the rate-limit windows and the channel
+        the webhook client learnt since the last store.
+        """
         if not ids:
             return True
-        delivered = _utcnow() if status == SENT else None
-        sql = (
-            "UPDATE discord_deliveries SET status = %s, message_id = %s, detail = %s,"
-            " delivered_at = %s"
-            + (", attempts = attempts + 1" if status == SENDING else "")
-            + f" WHERE event_id IN ({_marks(len(ids))})"
-            + (" AND status = %s" if only_from else "")
-        )
-        args: list[Any] = [status, message_id, detail, delivered, *ids]
-        if only_from:
-            args.append(only_from)
+        client = self.client
+        windows = client.unsaved() if with_windows and client is not None else []
+        learned = with_windows and client is not None and client.channel_learned
+        channel_id = client.channel_id if learned and client is not None else None
 
         async def work(cur: Any) -> int:
-            await cur.execute(sql, args)
-            return int(cur.rowcount)
+            moved = await ledger.move(
+                cur, ids, status, only_from=only_from, message_id=message_id, detail=detail
+            )
+            if client is not None and (windows or channel_id):
+                await ledger.store_windows(
+                    cur, windows, time.monotonic(), client.webhook.webhook_id, channel_id
+                )
+            return moved
 
         moved = await self.database.transaction(LEDGER, work)
+        if client is not None and (windows or channel_id):
+            client.saved(windows)
+            if channel_id == client.channel_id:
+                client.channel_learned = False
         if only_from and moved != len(ids):
             logger.warning(
                 "Discord ledger: %d of %d changes were no longer %s; message re-planned",
