@@ -82,15 +82,20 @@ class RawBatch:
     cc: str
     fetched_at: datetime
     entries: Sequence[tuple[int, str]]
+    # Apps of the batch priced because someone seeded them (their end dates are asked again).
+    reseeded: frozenset[int] = frozenset()
 
 
 def raw_record(batch: RawBatch) -> dict[str, Any]:
-    """The JSON value of a ``prices-raw`` record."""
-    return {
+    """The JSON value of a ``prices-raw`` record (``reseeded`` only when there are some)."""
+    record: dict[str, Any] = {
         "cc": batch.cc,
         "fetched_at": _iso(batch.fetched_at),
         "entries": [[app_id, entry] for app_id, entry in batch.entries],
     }
+    if batch.reseeded:
+        record["reseeded"] = sorted(batch.reseeded)
+    return record
 
 
 def read_raw(value: Any) -> RawBatch:
@@ -102,7 +107,8 @@ def read_raw(value: Any) -> RawBatch:
             entries = [(int(a), str(e)) for a, e in value["entries"]]
         else:
             entries = [(int(value["app_id"]), str(value["entry"]))]
-        return RawBatch(str(value["cc"]), _time(value["fetched_at"]), entries)
+        reseeded = frozenset(int(a) for a in value.get("reseeded") or ())
+        return RawBatch(str(value["cc"]), _time(value["fetched_at"]), entries, reseeded)
     except BadRecord:
         raise
     except (KeyError, TypeError, ValueError) as exc:

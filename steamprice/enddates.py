@@ -37,8 +37,9 @@ end unknown (``other_offer``): a missing date is better than a wrong one.
 reports discounted, once per discount per sweep. A new or changed discount is asked at once; the
 same discount again only when its app is re-priced on its schedule (a sweep later: an extended
 sale shows on the next sweep) or re-seeded, never for a redelivered observation nor for an early
-re-price between sweeps. A date that moves is an update of the row, not a price change; a
-discount that ends is the ordinary price change it is today.
+re-price between sweeps. An ask stays queued until GetItems answers it (an outage delays it, it
+does not lose it). A date that moves is an update of the row, not a price change; a discount
+that ends is the ordinary price change it is today.
 """
 
 from __future__ import annotations
@@ -371,39 +372,125 @@ def _uint(value: Any) -> int | None:
 
 # ---------------------------------------------------------------------------- when to ask
 
+# The same discount is asked again a sweep later: a little under the re-crawl interval, since the
+# schedule takes up to 5 % off it (a stable per-app offset).
+RESWEEP_SHARE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A discounted observation of one app in one region, handed on to ask for its end date.
+
+    ``since`` is when this price was first observed (``price_current.observed_at``): with the
+    prices it identifies the discount, so the same prices a month later are another discount.
+    """
+
+    app_id: int
+    cc: str
+    initial: int
+    final: int
+    since: datetime
+    fetched_at: datetime  # when the observation was fetched
+    obs_id: str
+    reseeded: bool = False  # the app was re-priced because someone seeded it
+
+    @property
+    def offer(self) -> Offer:
+        return Offer(self.app_id, self.initial, self.final)
+
 
 @dataclass(frozen=True, slots=True)
 class Asked:
-    """The last answered question about one (app, region): which offer, from which fetch."""
+    """What was last asked about one (app, region): the discount, and from which observation."""
 
-    offer: tuple[int, int]  # (initial, final) of the discount asked about
-    fetched_at: datetime  # when the appdetails answer that prompted it was fetched
-    obs_id: str  # that observation's id
+    initial: int
+    final: int
+    since: datetime
+    asked_for: datetime  # fetch time of the observation that asked
+    obs_id: str
 
 
-def needs_end_date(
-    last: Asked | None,
-    offer: Offer | None,
-    obs_id: str,
-    fetched_at: datetime,
-    *,
-    resweep: timedelta,
-    reseeded: bool = False,
-) -> bool:
-    """Whether an observation should ask GetItems for its discount's end.
+def needs_end_date(last: Asked | None, ask: Ask, *, resweep: timedelta) -> bool:
+    """Whether ``ask`` should go to GetItems, given what was last asked for its app and region.
 
-    ``resweep`` is a little under the re-crawl interval (the schedule takes up to 5 % off it):
-    the same discount is asked again when its app comes round in the next sweep, not when an
-    early re-price (a changed ``price_change_number``, a failed fetch retried) sees it again.
-    A redelivered observation (same ``obs_id``) never asks twice. Only answered questions
-    count: a request that failed leaves ``last`` as it was, so the next look asks again.
+    A new discount (other prices, or the same prices first observed at another time) is asked
+    at once. The same discount is asked again when its app comes round in the next sweep
+    (``resweep`` after the observation that last asked) or is re-seeded -- not for a
+    redelivered observation (same ``obs_id``) nor an early re-price between sweeps (a changed
+    ``price_change_number``, a failed fetch retried). An ask about a discount older than the
+    one recorded is stale and dropped. An ask is recorded when it is queued, and stays queued
+    until GetItems answers: a failed request delays the answer, it does not drop it.
     """
-    if offer is None:
-        return False
     if last is None:
         return True
-    if last.obs_id == obs_id:
+    if ask.since < last.since:
         return False
-    if last.offer != (offer.initial, offer.final):
+    if (ask.initial, ask.final, ask.since) != (last.initial, last.final, last.since):
         return True
-    return reseeded or fetched_at - last.fetched_at >= resweep
+    if ask.obs_id == last.obs_id:
+        return False
+    return ask.reseeded or ask.fetched_at - last.asked_for >= resweep
+
+
+class BadAsks(ValueError):
+    """A record of the asks topic that cannot be read; the message says why."""
+
+
+def asks_record(cc: str, asks: Sequence[Ask]) -> dict[str, Any]:
+    """The JSON value of one ``end-date-asks`` record: the asks of one batch and region.
+
+    ``[app_id, initial, final, since, fetched_at, obs_id, reseeded]`` per ask, times ISO-8601.
+    """
+    return {
+        "cc": cc,
+        "asks": [
+            [
+                a.app_id,
+                a.initial,
+                a.final,
+                a.since.astimezone(UTC).isoformat(),
+                a.fetched_at.astimezone(UTC).isoformat(),
+                a.obs_id,
+                a.reseeded,
+            ]
+            for a in asks
+        ],
+    }
+
+
+def read_asks(value: Any) -> list[Ask]:
+    """The asks of one ``end-date-asks`` record; :class:`BadAsks` when it is not one."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("asks"), list):
+        raise BadAsks(f"not an end-date-asks record: {value!r:.80}")
+    cc = value.get("cc")
+    if not isinstance(cc, str) or len(cc) != 2:
+        raise BadAsks(f"cc {cc!r:.20} is not a region code")
+    asks = []
+    for item in value["asks"]:
+        try:
+            app_id, initial, final, since, fetched_at, obs_id, reseeded = item
+            ask = Ask(
+                _exact_int(app_id),
+                cc,
+                _exact_int(initial),
+                _exact_int(final),
+                _utc(since),
+                _utc(fetched_at),
+                str(obs_id),
+                reseeded is True,
+            )
+        except (TypeError, ValueError) as exc:
+            raise BadAsks(f"not an ask ({exc!r:.80}): {item!r:.80}") from None
+        asks.append(ask)
+    return asks
+
+
+def _exact_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r:.20} is not a count")
+    return value
+
+
+def _utc(value: Any) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -351,15 +351,21 @@ class StoreClient(Service):
 
     # -------------------------------------------------------------- Web API GetItems
 
-    async def discount_ends(self, offers: Sequence[Offer], cc: str) -> list[EndDate]:
+    async def discount_ends(
+        self, offers: Sequence[Offer], cc: str, *, wait_out_pauses: bool = True
+    ) -> list[EndDate]:
         """When each offer's discount ends in region ``cc``: one :class:`EndDate` per offer.
 
         Never raises a StoreError: a batch GetItems gives no usable answer for is
         ``request_failed``. Every outcome is counted in
-        ``steam_games_processed_total{task="enddate",status=<outcome>}``.
+        ``steam_games_processed_total{task="enddate",status=<outcome>}``. Without
+        ``wait_out_pauses``, a 429 or 403 still pauses GetItems but ends the call at once (the
+        rest ``request_failed``), so that a caller with a queue can say the apps wait.
         """
         unique = list({o.app_id: o for o in offers}.values())
-        fetched = await self.get_items([o.app_id for o in unique], cc)
+        fetched = await self.get_items(
+            [o.app_id for o in unique], cc, wait_out_pauses=wait_out_pauses
+        )
         now = datetime.now(UTC)
         answered = [o for o in unique if o.app_id not in fetched.errors]
         results = end_dates(fetched.items, answered, now)
@@ -372,7 +378,9 @@ class StoreClient(Service):
             self.metrics.games_processed.labels("enddate", result.outcome).inc()
         return results
 
-    async def get_items(self, app_ids: Sequence[int], cc: str) -> ItemsResult:
+    async def get_items(
+        self, app_ids: Sequence[int], cc: str, *, wait_out_pauses: bool = True
+    ) -> ItemsResult:
         """GetItems' item for each app in region ``cc``, in batches as large as the URL allows.
 
         An app absent from both ``items`` and ``errors`` got no item back (Steam left it out).
@@ -385,13 +393,18 @@ class StoreClient(Service):
         if self.items_url_limit < MAX_URL_CHARS and time.monotonic() >= self._items_url_limit_until:
             self.items_url_limit = MAX_URL_CHARS
         for batch in pack(self.settings.steam_api_url, ids, cc, self.items_url_limit):
-            await self._items_batch(batch, cc, result)
+            if not wait_out_pauses and self.items_pacer.paused_for > 0:
+                result.errors.update(dict.fromkeys(batch, f"{cc}: GetItems is paused"))
+                continue
+            await self._items_batch(batch, cc, result, wait_out_pauses)
         return result
 
-    async def _items_batch(self, batch: list[int], cc: str, result: ItemsResult) -> None:
+    async def _items_batch(
+        self, batch: list[int], cc: str, result: ItemsResult, wait_out_pauses: bool = True
+    ) -> None:
         url = getitems_url(self.settings.steam_api_url, batch, cc)
         try:
-            result.items.update(await self._items_request(url, batch))
+            result.items.update(await self._items_request(url, batch, wait_out_pauses))
         except StoreError as exc:
             if exc.kind == "bad_batch" and len(batch) > 1 and len(str(url)) > MIN_URL_CHARS:
                 # Valve's URL limit is lower than the doc's line, or moved: halve, and pack the
@@ -414,16 +427,19 @@ class StoreClient(Service):
                     self.items_url_limit,
                 )
                 for half in halves:
-                    await self._items_batch(half, cc, result)
+                    await self._items_batch(half, cc, result, wait_out_pauses)
                 return
             logger.warning("GetItems for %d apps in %s failed: %s", len(batch), cc, exc)
             result.errors.update(dict.fromkeys(batch, f"{cc}: {exc}"))
 
-    async def _items_request(self, url: yarl.URL, batch: Sequence[int]) -> dict[int, Any]:
+    async def _items_request(
+        self, url: yarl.URL, batch: Sequence[int], wait_out_pauses: bool = True
+    ) -> dict[int, Any]:
         """One GetItems call with its own pauses and retries; raises StoreError when it gives up.
 
         Like ``appdetails``: 429/403 pause and retry for as long as it takes (only end dates
-        wait), other failures are retried ``MAX_ATTEMPTS`` times in all.
+        wait), or raise at once without ``wait_out_pauses``; other failures are retried
+        ``MAX_ATTEMPTS`` times in all.
         """
         attempts = 0
         self.metrics.batch_size.labels(GETITEMS).observe(len(batch))
@@ -434,6 +450,8 @@ class StoreClient(Service):
             except StoreError as exc:
                 if exc.kind in ("rate_limited", "banned"):
                     self._items_pause(exc.kind, exc)
+                    if not wait_out_pauses:
+                        raise
                     continue
                 attempts += 1
                 if not exc.retryable or attempts >= MAX_ATTEMPTS:

@@ -1,8 +1,9 @@
 """Every topic of the pipeline, declared once.
 
-Keyed by app id (JSON integer), one record per app or event, except the two batch topics
-(``prices-raw``, ``prices-normalized``): each record there holds the apps of one Steam answer
-that belong to one partition, sent to that partition explicitly (see ``steamprice.batches``).
+Keyed by app id (JSON integer), one record per app or event, except the batch topics
+(``prices-raw``, ``prices-normalized``, ``end-date-asks``): each record there holds the apps of
+one Steam answer that belong to one partition, sent to that partition explicitly (see
+``steamprice.batches``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def _batches(short: str) -> Any:
 prices_raw_topic = _batches("prices-raw")
 prices_normalized_topic = _batches("prices-normalized")
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
+# Internal: the discounted apps of each batch, to ask GetItems when their discount ends
+# (``steamprice.enddates.asks_record``); same partition as the batch they come from.
+end_date_asks_topic = _batches("end-date-asks")
 
 ALL_TOPICS = (
     app_ids_topic,
@@ -66,4 +70,5 @@ ALL_TOPICS = (
     prices_raw_topic,
     prices_normalized_topic,
     price_changes_topic,
+    end_date_asks_topic,
 )

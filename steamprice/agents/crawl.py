@@ -23,12 +23,16 @@ from steamprice.topics import crawl_requests_topic, prices_raw_topic, schedule_t
 logger = logging.getLogger(__name__)
 
 
-async def publish_raw(cc: str, fetched_at: datetime, entries: dict[int, str]) -> int:
+async def publish_raw(
+    cc: str, fetched_at: datetime, entries: dict[int, str], reseeded: frozenset[int] = frozenset()
+) -> int:
     """One ``prices-raw`` record per partition of the answered apps; returns how many."""
     partitions = prices_raw_topic.partitions or app.conf.topic_partitions
     groups = by_partition(sorted(entries), partitions)
     for partition, app_ids in sorted(groups.items()):
-        batch = RawBatch(cc, fetched_at, [(a, entries[a]) for a in app_ids])
+        batch = RawBatch(
+            cc, fetched_at, [(a, entries[a]) for a in app_ids], reseeded.intersection(app_ids)
+        )
         await prices_raw_topic.send(value=raw_record(batch), partition=partition)
     return len(groups)
 
@@ -41,13 +45,14 @@ async def crawl_batch(requests: Sequence[CrawlRequest]) -> None:
     """
     # Ids are deduplicated within a batch (the scheduler already does it across batches).
     app_ids = sorted({r.app_id for r in requests})
+    reseeded = frozenset(r.app_id for r in requests if r.seeded)
     metrics.batch_size.labels("crawl").observe(len(app_ids))
     started = time.monotonic()
     errors: dict[int, str] = {}
     for cc in settings.steam_countries:
         fetched_at = datetime.now(UTC)
         result = await store.fetch_batch(app_ids, cc)
-        records = await publish_raw(cc, fetched_at, result.entries)
+        records = await publish_raw(cc, fetched_at, result.entries, reseeded)
         for app_id, reason in result.errors.items():
             errors.setdefault(app_id, reason)
         metrics.kafka_messages.labels("prices-raw", "produced").inc(records)

@@ -105,7 +105,8 @@ async def schedule(stream: Any) -> None:
         due_index.update(cmd.app_id, decision.state or prev)
         if decision.dispatch:
             await crawl_requests_topic.send(
-                key=cmd.app_id, value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at)
+                key=cmd.app_id,
+                value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at, seeded=cmd.op == SEED),
             )
             metrics.games_processed.labels("schedule", cmd.op).inc()
         if decision.failed_reason:

@@ -14,9 +14,12 @@ import pytest
 
 from steamprice import enddates
 from steamprice.enddates import (
+    Ask,
     Asked,
+    BadAsks,
     EndDate,
     Offer,
+    asks_record,
     discounted_offer,
     end_date,
     end_dates,
@@ -25,6 +28,7 @@ from steamprice.enddates import (
     match_items,
     needs_end_date,
     pack,
+    read_asks,
     split_getitems,
 )
 from steamprice.steam import StoreError
@@ -369,37 +373,79 @@ RESWEEP = timedelta(hours=5, minutes=24)  # 0.9 x the default 6-hour interval
 T0 = datetime(2024, 12, 12, tzinfo=UTC)
 
 
-def asked(offer: Offer = OFFER, at: datetime = T0, obs_id: str = "obs-1") -> Asked:
-    return Asked((offer.initial, offer.final), at, obs_id)
+def ask(
+    final: int = 499,
+    since: datetime = T0,
+    at: datetime = T0,
+    obs_id: str = "obs-1",
+    reseeded: bool = False,
+) -> Ask:
+    return Ask(1220150, "us", 1999, final, since, at, obs_id, reseeded)
+
+
+def asked(
+    final: int = 499, since: datetime = T0, at: datetime = T0, obs_id: str = "obs-1"
+) -> Asked:
+    return Asked(1999, final, since, at, obs_id)
 
 
 def test_a_new_discount_is_asked_at_once() -> None:
-    assert needs_end_date(None, OFFER, "obs-1", T0, resweep=RESWEEP)
+    assert needs_end_date(None, ask(), resweep=RESWEEP)
     # A changed discount (deeper cut) is a new question, however soon.
-    deeper = Offer(OFFER.app_id, 1999, 299)
-    assert needs_end_date(asked(), deeper, "obs-2", T0 + timedelta(minutes=5), resweep=RESWEEP)
+    later = T0 + timedelta(minutes=5)
+    assert needs_end_date(asked(), ask(299, since=later, at=later, obs_id="obs-2"), resweep=RESWEEP)
+    # The same prices first observed at another time are another discount (a sale a month later).
+    month = T0 + timedelta(days=30)
+    assert needs_end_date(asked(), ask(since=month, at=month, obs_id="obs-9"), resweep=RESWEEP)
 
 
-def test_no_discount_no_question() -> None:
-    assert not needs_end_date(None, None, "obs-1", T0, resweep=RESWEEP)
-    assert not needs_end_date(asked(), None, "obs-2", T0 + RESWEEP * 2, resweep=RESWEEP)
+def test_a_stale_ask_about_an_older_discount_is_dropped() -> None:
+    newer = asked(299, since=T0 + timedelta(hours=1), at=T0 + timedelta(hours=1), obs_id="obs-2")
+    assert not needs_end_date(newer, ask(at=T0 + timedelta(hours=9)), resweep=RESWEEP)
 
 
 def test_the_same_discount_is_asked_once_per_sweep() -> None:
     last = asked()
     # Redelivery of the observation that asked.
-    assert not needs_end_date(last, OFFER, "obs-1", T0, resweep=RESWEEP)
-    assert not needs_end_date(last, OFFER, "obs-1", T0 + RESWEEP * 3, resweep=RESWEEP)
+    assert not needs_end_date(last, ask(), resweep=RESWEEP)
+    assert not needs_end_date(last, ask(at=T0 + RESWEEP * 3), resweep=RESWEEP)
     # An early re-price between sweeps (a moved price_change_number, a retried failure).
-    assert not needs_end_date(last, OFFER, "obs-2", T0 + timedelta(hours=1), resweep=RESWEEP)
+    early = ask(at=T0 + timedelta(hours=1), obs_id="obs-2")
+    assert not needs_end_date(last, early, resweep=RESWEEP)
     # The next sweep: the app's scheduled re-price comes round (interval minus its offset).
-    next_sweep = T0 + timedelta(hours=6) - timedelta(minutes=18)
-    assert needs_end_date(last, OFFER, "obs-3", next_sweep, resweep=RESWEEP)
+    sweep = ask(at=T0 + timedelta(hours=6) - timedelta(minutes=18), obs_id="obs-3")
+    assert needs_end_date(last, sweep, resweep=RESWEEP)
 
 
 def test_a_reseed_asks_again_but_its_redelivery_does_not() -> None:
-    last = asked()
     soon = T0 + timedelta(minutes=2)
-    assert needs_end_date(last, OFFER, "obs-2", soon, resweep=RESWEEP, reseeded=True)
+    assert needs_end_date(asked(), ask(at=soon, obs_id="obs-2", reseeded=True), resweep=RESWEEP)
     after = asked(at=soon, obs_id="obs-2")
-    assert not needs_end_date(after, OFFER, "obs-2", soon, resweep=RESWEEP, reseeded=True)
+    assert not needs_end_date(after, ask(at=soon, obs_id="obs-2", reseeded=True), resweep=RESWEEP)
+
+
+def test_asks_records_round_trip_and_refuse_garbage() -> None:
+    asks = [ask(), ask(299, since=T0 + timedelta(hours=1), obs_id="obs-2", reseeded=True)]
+    record = json.loads(json.dumps(asks_record("us", asks)))
+    assert read_asks(record) == asks
+    assert record["asks"][0] == [
+        1220150,
+        1999,
+        499,
+        "2024-12-12T00:00:00+00:00",
+        "2024-12-12T00:00:00+00:00",
+        "obs-1",
+        False,
+    ]
+    for bad in (
+        None,
+        [],
+        {"cc": "us"},
+        {"cc": "usa", "asks": []},
+        {"cc": "us", "asks": [[1, 2, 3]]},
+        {"cc": "us", "asks": [[1, 2, 3, "not a time", T0.isoformat(), "o", False]]},
+        {"cc": "us", "asks": [[-1, 2, 3, T0.isoformat(), T0.isoformat(), "o", False]]},
+        {"cc": "us", "asks": [[True, 2, 3, T0.isoformat(), T0.isoformat(), "o", False]]},
+    ):
+        with pytest.raises(BadAsks):
+            read_asks(bad)
