@@ -137,6 +137,10 @@ class Settings:
     discord_watchlist: tuple[int, ...] = ()
     # Notify only changes that reach (new or matched) the historical low.
     discord_only_historical_lows: bool = False
+    # How long the alert of a new discount may wait for its end date (GetItems, asked right
+    # after the price): never while GetItems fails, so an outage or a 429 storm delays end
+    # dates, not alerts. 0 = never wait.
+    discord_end_date_wait_seconds: float = 10.0
     # Opt-in: when more apps than this wait to be notified (a sale wave), pending changes go out
     # as digest messages of ~40-50 apps instead of one embed per app (0 = never digest). Off by
     # default because the contract promises each app its own embed linked to its store page.
@@ -240,6 +244,8 @@ def _validate_discord_settings(s: Settings) -> None:
     for app_id in s.discord_watchlist:
         if app_id <= 0:
             raise SettingsError(f"DISCORD_WATCHLIST: {app_id} is not an app id")
+    if s.discord_end_date_wait_seconds < 0:
+        raise SettingsError("DISCORD_END_DATE_WAIT_SECONDS must be 0 (never wait) or more")
     if s.discord_digest_threshold < 0:
         raise SettingsError("DISCORD_DIGEST_THRESHOLD must be 0 (never) or a number of apps")
     if not 1 <= s.discord_channel_messages <= 1000:
@@ -375,6 +381,9 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "discord_watchlist": tuple(get("DISCORD_WATCHLIST", "", Csv(cast=int, post_process=tuple))),
         "discord_only_historical_lows": get(
             "DISCORD_ONLY_HISTORICAL_LOWS", d.discord_only_historical_lows, _bool
+        ),
+        "discord_end_date_wait_seconds": get(
+            "DISCORD_END_DATE_WAIT_SECONDS", d.discord_end_date_wait_seconds, float
         ),
         "discord_digest_threshold": get(
             "DISCORD_DIGEST_THRESHOLD", d.discord_digest_threshold, int

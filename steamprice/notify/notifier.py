@@ -26,10 +26,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mode import Service
 
+from steamprice import discount_ends
 from steamprice.database import Database, describe_error
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
@@ -342,8 +344,45 @@ class DiscordNotifier(Service):
         if broken:
             await self._set(broken, REJECTED, detail="unreadable change_json")
             self.metrics.discord_deliveries.labels(REJECTED).inc(len(broken))
-        names = await self._names({e.app_id for e in events}) if events else {}
+        if not events:
+            return []
+        events, hold = await self._with_end_dates(events)
+        if hold:
+            return []
+        names = await self._names({e.app_id for e in events})
         return group_by_app(events, names)
+
+    async def _with_end_dates(self, events: list[PriceChange]) -> tuple[list[PriceChange], bool]:
+        """The events with the announced end of their new discount, when GetItems gave one.
+
+        Also whether to hold the message a moment: a new discount's end date is asked right
+        after its price, so it usually comes within seconds; the alert waits for it at most
+        ``DISCORD_END_DATE_WAIT_SECONDS``, and never while GetItems is failing.
+        """
+        ids = sorted({e.app_id for e in events})
+
+        async def read(cur: Any) -> tuple[dict[tuple[int, str], discount_ends.EndRow], bool]:
+            return await discount_ends.end_rows(cur, ids), await discount_ends.any_failing(cur)
+
+        rows, failing = await self.database.transaction(LEDGER, read)
+        wait = timedelta(seconds=self.settings.discord_end_date_wait_seconds)
+        now = datetime.now(UTC)
+        out: list[PriceChange] = []
+        hold = False
+        for event in events:
+            prices = discount_ends.discount_of(
+                event.new_status, event.new_initial, event.new_final, event.new_discount
+            )
+            row = rows.get((event.app_id, event.cc))
+            end = discount_ends.known_end(prices, event.observed_at, row)
+            if end is not None and end != event.discount_ends_at:
+                event = PriceChange(**{**event.asdict(), "discount_ends_at": end})
+            elif end is None and event.discount_ends_at is None:
+                hold = hold or discount_ends.may_learn_end(
+                    prices, event.observed_at, row, now=now, wait=wait, failing=failing
+                )
+            out.append(event)
+        return out, hold
 
     async def _names(self, app_ids: set[int]) -> dict[int, str]:
         ids = sorted(app_ids)
