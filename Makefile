@@ -7,7 +7,7 @@ STACK := scripts/stack.sh
 SHARED_DATA ?= $(abspath ../shared/data/steam)
 export STEAMPRICE_SHARED_DATA ?= $(SHARED_DATA)
 
-.PHONY: venv up down status run demo stop migrate test test-unit test-faults lint bench clean
+.PHONY: venv up down status run demo stop migrate test test-slow test-unit test-faults lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -42,19 +42,24 @@ stop:
 	    for i in $$(seq 60); do kill -0 $$(cat $$f) 2>/dev/null || break; sleep 0.5; done; \
 	    echo "stopped $$p"; fi; rm -f $$f; done
 
-# The fault-tolerance suite (kills, broker restarts, Steam chaos, fuzzed input, two workers)
-# takes minutes on 2 cores, so it has a target of its own; .ci/run runs both.
-FAULT_TESTS := tests/integration/test_faults_*.py
+# Tiers (docs/testing.md): `make test` is every test but the slow tier (unit, agent and
+# integration tests, minutes); `make test-slow` is the slow tier (the full real-data replay and
+# the fault suite, rebalance scenario included); `make test-unit` needs no stack.
+PYTEST := $(PY) -m pytest
 
 test: venv up
-	$(PY) -m pytest --ignore-glob='*/integration/test_faults_*'
+	$(PYTEST) -m "not slow" --durations=15
 
 # -rP: the passing tests' output too, which holds each scenario's measured recovery time.
+test-slow: venv up
+	$(PYTEST) -m slow -rP --durations=15
+
+# The fault suite alone (the slow tier without the full replay).
 test-faults: venv up
-	$(PY) -m pytest -rP $(FAULT_TESTS)
+	$(PYTEST) -rP --durations=15 tests/integration/test_faults_*.py
 
 test-unit: venv
-	$(PY) -m pytest tests/unit tests/agents
+	$(PYTEST) tests/unit tests/agents
 
 lint: venv
 	$(VENV)/bin/ruff check steamprice tests bench

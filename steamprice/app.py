@@ -22,6 +22,7 @@ AGENT_MODULES = [
     "steamprice.web",
     "steamprice.pages.views",
     "steamprice.cli",
+    "steamprice.alerts",
     "steamprice.status",
 ]
 
@@ -59,6 +60,10 @@ def create_app(settings: Settings) -> faust.App:
         # refresh (default: 5 minutes without consuming seeds). Found by the fault suite.
         consumer_metadata_max_age_ms=10_000,
         allow_untested_versions=settings.allow_untested_faust,
+        # A restarted worker takes its partitions back at once (docs/operations.md).
+        static_membership=True,
+        consumer_group_instance_id=settings.group_instance_id or None,
+        broker_session_timeout=settings.broker_session_timeout,
     )
 
 

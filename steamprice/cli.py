@@ -1,4 +1,5 @@
-"""Operator commands (``steamprice seed|migrate|retry-failed``) beside Faust's own ``worker``.
+"""Operator commands (``steamprice seed|migrate|retry-failed|reset-local-state``) beside Faust's
+own ``worker``.
 
 ``steamprice`` is Faust's command line for this app, so ``steamprice worker`` and
 ``faust -A steamprice worker`` are the same thing.
@@ -6,20 +7,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import click
 from faust.cli import AppCommand, argument, option
+from faust.cli.base import _Group, find_app
+from faust.cli.base import cli as faust_cli
 
 from steamprice.app import app, settings
 from steamprice.database import describe_error
 from steamprice.database import migrate as apply_migrations
 from steamprice.discovery import iter_app_list
+from steamprice.local_state import DataDirInUse, reset_local_tables
 from steamprice.models import ScheduleCommand
 from steamprice.notify import commands as _discord_commands  # noqa: F401 (registers them)
 from steamprice.schedule import RETRY, BadSeed, parse_seed
@@ -157,6 +163,71 @@ async def retry_failed(self: AppCommand) -> None:
         )
     await app.producer.flush()
     self.say(f"Re-enqueued {len(failed)} failed apps")
+
+
+@app.command()
+async def reset_local_state(self: AppCommand) -> None:
+    """Delete this worker's local table state; its next start rebuilds it from the changelogs."""
+    data_dir = Path(app.conf.datadir)
+    try:
+        removed = reset_local_tables(data_dir)
+    except DataDirInUse as exc:
+        raise SystemExit(f"steamprice reset-local-state: {exc}") from None
+    if not removed:
+        self.say(f"No local table state in {data_dir}: nothing to reset")
+        return
+    self.say(
+        f"Deleted the local table state of {settings.app_id} in {data_dir}"
+        f" ({', '.join(str(p.relative_to(data_dir)) for p in removed)}); the next worker start"
+        " rebuilds it from the changelog topics (the group identity is kept)"
+    )
+
+
+def _root_option(argv: Sequence[str], shortopt: str, longopt: str) -> str | None:
+    """The value of a root option (``-A``/``--app``, ``-W``/``--workdir``) given before the command.
+
+    Replaces Faust's own scan, which matched any word *starting with* ``--app`` anywhere on the
+    line: ``steamprice alerts add x --apps 1,2`` made it import a module named ``1,2`` and die
+    with a traceback. Here only the options before the command count, matched exactly, and the
+    values of the other root options are stepped over.
+    """
+    takes_value = {
+        name
+        for param in faust_cli.params
+        if isinstance(param, click.Option) and not param.is_flag
+        for name in param.opts
+    }
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--" or not word.startswith("-"):
+            return None  # the command: what follows is its own
+        name, eq, value = word.partition("=")
+        if name in (shortopt, longopt):
+            if eq:
+                return value
+            found = next(words, None)
+            if found is None:
+                raise click.UsageError(f"{name} needs a value")
+            return found
+        if not eq and name in takes_value:
+            next(words, None)
+    return None
+
+
+def _maybe_import_app(self: _Group, argv: Sequence[str] = sys.argv) -> None:
+    """Faust's ``-A``/``-W`` handling with :func:`_root_option`; a bad ``-A`` is a usage error."""
+    workdir = _root_option(argv, "-W", "--workdir")
+    if workdir:
+        os.chdir(Path(workdir).absolute())
+    appstr = _root_option(argv, "-A", "--app")
+    if appstr is not None:
+        try:
+            find_app(appstr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise click.UsageError(f"-A {appstr}: not a Faust app ({exc})") from None
+
+
+_Group._maybe_import_app = _maybe_import_app  # type: ignore[method-assign]
 
 
 def main() -> Any:

@@ -35,24 +35,51 @@ All of this reaches into private internals of faust-streaming and aiokafka, so i
 exact versions it was proven against (:data:`PROVEN_WITH`, the pins of pyproject.toml): a worker
 refuses to start with any other (:class:`Worker`) unless ``ALLOW_UNTESTED_FAUST`` says so, and
 ``tests/unit/test_kafka_guard.py`` names every private method and attribute used here.
+
+The app also gives a worker its identity (``steamprice.local_state``): it locks its data
+directory, joins the group as a static member when asked (a restarted worker takes its
+partitions back at once), refuses to join with the static id of another live worker, and stops
+with one line, not a traceback, when its local table state disagrees with the cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Set
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka.protocol.admin import DescribeGroupsRequest
+from aiokafka.protocol.group import JoinGroupRequest
+from faust.exceptions import ConsistencyError
+from faust.tables import TableManager as FaustTableManager
+from faust.tables.recovery import E_PERSISTED_OFFSET
+from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 from mode import Service
+
+from steamprice.local_state import (
+    DataDirInUse,
+    DataDirLock,
+    Member,
+    ahead_of_changelog,
+    conflict,
+    conflict_message,
+    consistency_message,
+    instance_id,
+    last_member_id,
+    remember_member_id,
+)
+from steamprice.logs import fatal
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +248,36 @@ class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
             self.log.info("Log start of %s unknown: %r", tp, exc)
             return None
         return cast(int | None, offsets.get(ktp))
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # aiokafka calls this before every join, the first one included.
+        await self._refuse_a_taken_instance_id()
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        coordinator = self._ensure_consumer()._coordinator
+        if coordinator._group_instance_id is not None:
+            remember_member_id(Path(self.app.conf.datadir), coordinator.member_id)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def _refuse_a_taken_instance_id(self) -> None:
+        """Before a join without a member id (the first, or after the broker forgot this one):
+        stop if the static id is held by a member that is not this worker's last session."""
+        coordinator = self._ensure_consumer()._coordinator
+        instance = coordinator._group_instance_id
+        if instance is None or coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+            return
+        try:
+            response = await coordinator._send_req(DescribeGroupsRequest([coordinator.group_id]))
+            members = [
+                Member(m[0], m[1], m[2]) for group in response.groups for m in group[5] or ()
+            ]
+        except Exception as exc:  # the join goes ahead: this check must not stop a worker
+            self.log.warning("Could not look up who holds group instance id %s: %r", instance, exc)
+            return
+        holder = conflict(members, instance, last_member_id(Path(self.app.conf.datadir)))
+        if holder is not None:
+            fatal(conflict_message(instance, holder, self.app.conf.broker_session_timeout))
 
     async def rewind(self, tp: TP, first: int, next_offset: int) -> bool:
         """Seek ``tp`` back to ``first`` unless it moved since a fetch ending at ``next_offset``."""
@@ -420,18 +477,79 @@ class Worker(faust.Worker):
             )
 
 
-class App(faust.App):
-    """``faust.App`` whose Kafka transport uses the consumer above, started by :class:`Worker`.
+class Recovery(FaustRecovery):
+    """Faust's table recovery; local state that disagrees with the cluster ends the worker with
+    one line naming the table, the data directory and the fix (not a traceback and a stop)."""
 
-    ``allow_untested_versions`` lets a worker start on releases other than :data:`PROVEN_WITH`.
+    async def _build_offsets(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if title != "active":
+            return
+        # Faust's own check tests the offsets' truth, so it lets through a changelog whose last
+        # offset is 0 (one record since a Kafka reset) and a local copy that applied only
+        # offset 0; the worker then goes on with the old cluster's state, silently.
+        ahead = ahead_of_changelog({tp: destination[tp] for tp in tps}, self.active_highwaters)
+        if ahead is not None:
+            raise ConsistencyError(E_PERSISTED_OFFSET.format(*ahead))
+
+    async def crash(self, reason: BaseException) -> None:
+        if isinstance(reason, ConsistencyError):
+            tables = {t.changelog_topic.get_topic_name(): t.name for t in self.tables.values()}
+            fatal(consistency_message(str(reason), tables, Path(self.app.conf.datadir)))
+        await super().crash(reason)
+
+
+class TableManager(FaustTableManager):
+    @property
+    def recovery(self) -> FaustRecovery:
+        if self._recovery is None:
+            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
+class App(faust.App):
+    """``faust.App`` whose Kafka transport uses the consumer above, started by :class:`Worker`,
+    and which gives a worker its identity: ``static_membership=True`` joins with
+    ``consumer_group_instance_id``, or without one, with the id kept in the data directory
+    (``steamprice.local_state``). ``allow_untested_versions`` lets a worker start on releases
+    other than :data:`PROVEN_WITH`.
     """
 
-    def __init__(self, *args: Any, allow_untested_versions: bool = False, **kwargs: Any) -> None:
-        kwargs.setdefault("Worker", Worker)
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        allow_untested_versions: bool = False,
+        static_membership: bool = False,
+        **options: Any,
+    ) -> None:
+        options.setdefault("Worker", Worker)
+        options.setdefault("TableManager", TableManager)
+        super().__init__(*args, **options)
         self.allow_untested_versions = allow_untested_versions
+        self.static_membership = static_membership
+        self._data_dir_lock: DataDirLock | None = None
 
     def _new_transport(self) -> Any:
         if self.conf.broker_consumer[0].scheme in ("kafka", "aiokafka"):
             return Transport(self.conf.broker_consumer, self)
         return super()._new_transport()
+
+    async def on_first_start(self) -> None:
+        # A worker only (commands never start the app), before any table or consumer exists.
+        data_dir = Path(self.conf.datadir)  # absolute: create_app resolves it
+        lock = DataDirLock(data_dir)
+        try:
+            lock.acquire()
+        except DataDirInUse as exc:
+            fatal(str(exc))
+        self._data_dir_lock = lock
+        if self.static_membership:
+            instance = instance_id(data_dir, self.conf.consumer_group_instance_id or "")
+            self.conf.consumer_group_instance_id = instance
+            self.log.info(
+                "Joining consumer group %s as static member %s (data directory %s)",
+                *(self.conf.id, instance, data_dir),
+            )
+        await super().on_first_start()

@@ -9,8 +9,15 @@ records of each message through per window and says how many it held back.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
+
+# Exit status of a worker that cannot run as configured (sysexits' EX_CONFIG): a supervisor's
+# restart will not help until an operator acts on the one line it logged.
+EXIT_CONFIG = 78
 
 # The aiokafka loggers that repeat themselves while a broker is unreachable ("aiokafka" is
 # aiokafka/client.py's; a filter on it does not reach the others, hence the list).
@@ -62,3 +69,18 @@ def quiet_repeated_library_errors() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RepeatFilter) for f in logger.filters):
             logger.addFilter(RepeatFilter())
+
+
+def fatal(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    """Log ``message`` as one CRITICAL line and end the process at once with ``code``.
+
+    For a worker that must not go on (its local state or its group identity is wrong): no
+    traceback, no shutdown that would commit offsets or rejoin the group on its way out. The
+    pipeline is built to survive a kill at any point, which this is.
+    """
+    logging.getLogger("steamprice").critical(message)
+    for handler in logging.getLogger().handlers + logging.getLogger("steamprice").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -35,6 +35,14 @@ class Metrics:
     discord_rate_limited: Counter  # steam_discord_rate_limited_total{scope}
     discord_messages: Counter  # steam_discord_messages_total{format}
     last_success: Gauge  # steam_last_success_timestamp_seconds{endpoint}
+    # Alert rules (notify/): per rule and per channel, label sets bounded (see docs/discord.md).
+    rule_changes: Counter  # steam_discord_rule_changes_total{rule,outcome}
+    rule_enabled: Gauge  # steam_discord_rule_enabled{rule}
+    rule_count: Gauge  # steam_discord_rules
+    channel_backlog: Gauge  # steam_discord_channel_backlog{channel}
+    channel_oldest: Gauge  # steam_discord_channel_oldest_seconds{channel}
+    channel_digest: Gauge  # steam_discord_channel_digest{channel}
+    backlog_alert_seconds: Gauge  # steam_discord_backlog_alert_seconds
     # Observability (web.py's collector and status gauges).
     consumer_lag: Gauge  # steam_consumer_lag_messages{topic}
     table_keys: Gauge  # steam_table_keys{table}
@@ -151,6 +159,43 @@ class Metrics:
                 "steam_last_success_timestamp_seconds",
                 "Unix time of the last successful request",
                 ["endpoint"],
+                registry=r,
+            ),
+            rule_changes=Counter(
+                "steam_discord_rule_changes",
+                "Changes per alert rule by outcome: queued (matched), skipped (checked, filtered"
+                " out), sent, failed (rejected by Discord or uncertain after a crash)",
+                ["rule", "outcome"],
+                registry=r,
+            ),
+            rule_enabled=Gauge(
+                "steam_discord_rule_enabled",
+                "1 while the alert rule's webhook is usable, 0 once found deleted or unauthorised",
+                ["rule"],
+                registry=r,
+            ),
+            rule_count=Gauge("steam_discord_rules", "Alert rules this worker applies", registry=r),
+            channel_backlog=Gauge(
+                "steam_discord_channel_backlog",
+                "Changes waiting to be posted into a Discord channel (set by the sending worker)",
+                ["channel"],
+                registry=r,
+            ),
+            channel_oldest=Gauge(
+                "steam_discord_channel_oldest_seconds",
+                "Age of the oldest change waiting for a Discord channel (0: none waits)",
+                ["channel"],
+                registry=r,
+            ),
+            channel_digest=Gauge(
+                "steam_discord_channel_digest",
+                "1 while a channel is behind and its rules post digests",
+                ["channel"],
+                registry=r,
+            ),
+            backlog_alert_seconds=Gauge(
+                "steam_discord_backlog_alert_seconds",
+                "DISCORD_BACKLOG_ALERT_SECONDS: the age of a channel's backlog that is alerted on",
                 registry=r,
             ),
             consumer_lag=Gauge(

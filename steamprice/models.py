@@ -18,7 +18,8 @@ class ScheduleCommand(faust.Record, **_OPTIONS):
     ``op`` is ``seed`` (a user asked: check now), ``recheck`` (the timer found it due), ``failed``
     (the crawler gave up on it, ``reason`` says why), ``retry`` (`steamprice retry-failed`),
     ``priced`` (the crawler has an answer in every region) or ``changed`` (the app-list poller
-    saw ``change_number``, Steam's ``price_change_number``, with ``modified_at``).
+    saw ``change_number``, Steam's ``price_change_number``, with ``modified_at``). A ``seed``
+    carries ``sent_at``, when it was put on the seed topic: a request made after that covers it.
     """
 
     app_id: int
@@ -27,6 +28,7 @@ class ScheduleCommand(faust.Record, **_OPTIONS):
     reason: str = ""
     change_number: int | None = None
     modified_at: datetime | None = None
+    sent_at: datetime | None = None
 
 
 class CrawlRequest(faust.Record, **_OPTIONS):
@@ -146,7 +148,8 @@ class AppState(faust.Record, **_OPTIONS):
     the deadline after which an unanswered request is sent again. ``last_result`` is ``ok`` or
     ``error`` (empty before the first answer). ``change_number`` is the last
     ``price_change_number`` seen in the app list; ``priority`` marks an app whose price moved, to
-    be re-priced ahead of the sweep.
+    be re-priced ahead of the sweep. ``recheck_at`` is when a re-check asked for by a seed inside
+    the seed dedupe window is due (None: no re-check waits).
     """
 
     app_id: int
@@ -161,6 +164,7 @@ class AppState(faust.Record, **_OPTIONS):
     last_result: str = ""
     change_number: int | None = None
     priority: bool = False
+    recheck_at: datetime | None = None
 
 
 class FailedInput(faust.Record, **_OPTIONS):

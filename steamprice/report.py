@@ -64,6 +64,13 @@ class TrackedApp:
     next_due: datetime
     failed: bool = False
     pending: bool = False
+    # When a re-check asked for by a seed inside the seed dedupe window is due.
+    recheck_at: datetime | None = None
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def decode_app_state(value: bytes) -> TrackedApp:
@@ -72,12 +79,13 @@ def decode_app_state(value: bytes) -> TrackedApp:
     About three times faster than ``AppState.loads``, which matters on a 200k-app catalog.
     """
     data = json.loads(value)
-    due = datetime.fromisoformat(data["next_due"])
+    recheck = data.get("recheck_at")
     return TrackedApp(
         int(data["app_id"]),
-        due if due.tzinfo else due.replace(tzinfo=UTC),
+        _aware(data["next_due"]),
         bool(data.get("failed", False)),
         bool(data.get("pending", False)),
+        _aware(recheck) if recheck else None,
     )
 
 
@@ -88,22 +96,39 @@ class AppCounts:
     in_flight: int
     failed: int
     failed_app_ids: list[int]
+    # Re-checks owed to seeds that came inside the seed dedupe window, and the next one's time.
+    rechecks: int = 0
+    next_recheck_at: str | None = None
 
 
 def count_apps(states: Iterable[TrackedApp], now: datetime) -> AppCounts:
-    """Tracked; due (time has come, not yet sent to the crawler); in flight; failed."""
-    tracked = due = in_flight = 0
+    """Tracked; due (time has come, not yet sent to the crawler); in flight; failed; and the
+    re-checks that seeds inside the dedupe window are owed (pending re-checks)."""
+    tracked = due = in_flight = rechecks = 0
     failed: list[int] = []
+    next_recheck: datetime | None = None
     for state in states:
         tracked += 1
         if state.failed:
             failed.append(state.app_id)
-        elif state.pending:
+            continue
+        if state.pending:
             in_flight += 1
         elif state.next_due <= now:
             due += 1
+        if state.recheck_at is not None:
+            rechecks += 1
+            next_recheck = min(next_recheck or state.recheck_at, state.recheck_at)
     failed.sort()
-    return AppCounts(tracked, due, in_flight, len(failed), failed[:MAX_LISTED_FAILED])
+    return AppCounts(
+        tracked,
+        due,
+        in_flight,
+        len(failed),
+        failed[:MAX_LISTED_FAILED],
+        rechecks,
+        iso_utc(next_recheck),
+    )
 
 
 @dataclass(frozen=True)
@@ -240,6 +265,58 @@ def discord_state(
     return "on" if webhook_enabled >= 1 else "disabled"
 
 
+@dataclass(frozen=True)
+class RuleRows:
+    """One alert rule as ``alert_rules`` mirrors it (channel NULL until learned)."""
+
+    name: str
+    channel: str | None
+    webhook: str
+    disabled: str | None
+
+
+def alert_rules_report(
+    rules: Sequence[RuleRows], deliveries: Mapping[tuple[str, str], tuple[int, float | None]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per rule: ledger rows per status, its channel, whether it is disabled; per channel: the
+    backlog (pending rows of its rules) and the age of its oldest one.
+
+    ``deliveries`` maps (rule, status) to (rows, age of the oldest row in seconds). Rules that
+    only the ledger still knows (removed since) are listed too, without a channel.
+    """
+    known = {r.name: r for r in rules}
+    names = sorted(set(known) | {rule for rule, _ in deliveries})
+    out_rules: list[dict[str, Any]] = []
+    channels: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row = known.get(name)
+        counts = {s: n for (r, s), (n, _) in deliveries.items() if r == name}
+        pending, oldest = deliveries.get((name, "pending"), (0, None))
+        channel = (row.channel if row else None) or (f"webhook of {name}" if row else None)
+        out_rules.append(
+            {
+                "name": name,
+                "channel": channel,
+                "webhook": row.webhook if row else None,
+                "disabled": row.disabled if row else None,
+                "removed": row is None,
+                "deliveries": counts,
+                "pending": pending,
+                "oldest_pending_seconds": oldest if pending else None,
+            }
+        )
+        if channel is None:
+            continue
+        c = channels.setdefault(
+            channel, {"channel": channel, "rules": [], "backlog": 0, "oldest_seconds": None}
+        )
+        c["rules"].append(name)
+        c["backlog"] += pending
+        if pending and oldest is not None:
+            c["oldest_seconds"] = max(c["oldest_seconds"] or 0.0, oldest)
+    return out_rules, sorted(channels.values(), key=lambda c: str(c["channel"]))
+
+
 # --- text --------------------------------------------------------------------------------------
 
 
@@ -255,6 +332,10 @@ def human_age(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 86400} d {s % 86400 // 3600:02d} h"
+
+
+def _in(seconds: float) -> str:
+    return "now" if seconds <= 0 else f"in {human_age(seconds)}"
 
 
 def _age_of(iso: str | None, now: datetime) -> str:
@@ -280,6 +361,12 @@ def render(report: Mapping[str, Any]) -> str:
             f"Apps          {apps['tracked']:,} tracked, {apps['due']:,} due now,"
             f" {apps['in_flight']:,} being priced, {apps['failed']:,} failed{ids}"
         )
+        if apps.get("rechecks"):
+            when = datetime.fromisoformat(apps["next_recheck_at"]).timestamp() - now.timestamp()
+            lines.append(
+                f"Re-checks     {apps['rechecks']:,} pending (seeded again within"
+                f" SEED_DEDUPE_SECONDS), the next {_in(when)}"
+            )
 
     interval = human_age(report["recrawl_interval_seconds"])
     lines.append(f"Sweep         share of apps priced within the recrawl interval ({interval})")
@@ -344,6 +431,22 @@ def render(report: Mapping[str, Any]) -> str:
         lines.append(f"              deliveries: {counts}; last sent {last}")
     for hook in discord.get("disabled_webhooks") or []:
         lines.append(f"              a webhook was disabled at {hook['at']}: {hook['reason']}")
+    for rule in discord.get("rules") or []:
+        counts = ", ".join(f"{n:,} {s}" for s, n in sorted(rule["deliveries"].items()))
+        state = (
+            "removed"
+            if rule["removed"]
+            else (f"DISABLED ({rule['disabled']})" if rule["disabled"] else "on")
+        )
+        counts = counts or "nothing yet"
+        lines.append(f"  rule {rule['name']:<16} {state}, channel {rule['channel']}: {counts}")
+    for channel in discord.get("channels") or []:
+        oldest = channel["oldest_seconds"]
+        age = f", oldest waiting {human_age(oldest)}" if oldest is not None else ""
+        lines.append(
+            f"  channel {channel['channel']}: {channel['backlog']:,} waiting{age}"
+            f" (rules {', '.join(channel['rules'])})"
+        )
 
     problems = report.get("problems") or []
     lines.append("")

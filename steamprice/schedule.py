@@ -1,14 +1,16 @@
 """Seed-topic input validation and the per-app crawl schedule (pure functions).
 
 How an app moves (``decide``): a ``seed`` (or ``retry``) dispatches it now; the dispatch marks it
-``pending`` until the crawler reports ``priced`` or ``failed``, and a second seed or recheck
-while it waits is the same round (no second request). After ``priced`` it is due again one
-``RECRAWL_INTERVAL`` later (a stable per-app offset in the last 5 % of the interval keeps apps
-seeded together from coming due in one lump). A ``failed`` fetch backs off exponentially;
-``max_failures`` in a row park the app in the failed state until ``retry``/``seed``. ``changed``
-comes from the app-list poller: a moved ``price_change_number`` makes the app due now, ahead of
-the sweep. A pending request that is never answered (a crash lost it) is re-sent after
-``pending_timeout``.
+``pending`` until the crawler reports ``priced`` or ``failed``. A seed is never dropped: one sent
+before the last request is covered by it (a replay, a duplicate); a later one inside the seed
+dedupe window of the last request, or while that request waits for its answer, is coalesced
+into one re-check at the end of the window (``recheck_at``: at most one request per window, never
+none). After ``priced`` it is due again one ``RECRAWL_INTERVAL`` later (a stable per-app
+offset in the last 5 % of the interval keeps apps seeded together from coming due in one lump).
+A ``failed`` fetch backs off exponentially; ``max_failures`` in a row park the app in the failed
+state until ``retry``/``seed``. ``changed`` comes from the app-list poller: a moved
+``price_change_number`` makes the app due now, ahead of the sweep. A pending request that is
+never answered (a crash lost it) is re-sent after ``pending_timeout``.
 
 :class:`DueIndex` is the in-memory view of the schedule the dispatcher reads each tick instead of
 scanning the whole table; :func:`dispatch_budget` keeps the crawl queue short, so a catalog of
@@ -78,7 +80,7 @@ def parse_seed(value: bytes | str | int | dict[str, object] | None) -> int:
 @dataclass(frozen=True, slots=True)
 class SchedulePolicy:
     interval: timedelta
-    # A second seed of the same app within this window is the same round: no second request.
+    # At most one request per app and window for seeds: a seed inside it waits for its end.
     dedupe: timedelta = timedelta(seconds=60)
     max_failures: int = 5
     retry_base: timedelta = timedelta(seconds=60)
@@ -96,6 +98,8 @@ class Decision:
     state: AppState | None  # None: leave the table as it is
     dispatch: bool = False  # send a crawl request now
     failed_reason: str = ""  # the app just moved to the failed state
+    recheck_at: datetime | None = None  # a seed was coalesced into the re-check due then
+    covered: bool = False  # a seed sent before the last request: that request answers it
 
 
 def _offset(app_id: int, interval: timedelta) -> timedelta:
@@ -112,7 +116,29 @@ def _dispatched(state: AppState, now: datetime, policy: SchedulePolicy) -> Decis
     state.pending = True
     state.last_requested = now
     state.next_due = now + policy.pending_timeout
+    state.recheck_at = None  # any request made now covers every seed sent before it
     return Decision(state, dispatch=True)
+
+
+def _seeded(state: AppState, cmd: ScheduleCommand, policy: SchedulePolicy) -> Decision:
+    """A seed of a tracked app that is not parked: now, covered, or one re-check later."""
+    now = cmd.at
+    last = state.last_requested
+    sent = min(cmd.sent_at or now, now)
+    if last is not None and sent <= last:
+        return Decision(None, covered=True)  # a request made after it was sent (a replay)
+    window_end = now if last is None else last + policy.dedupe
+    if not state.pending and now >= window_end:
+        return _dispatched(state, now, policy)
+    if state.recheck_at is not None:
+        return Decision(None)  # one re-check already waits: at most one per window
+    # Inside the window, or while a request waits for its answer (which may have been fetched
+    # before this seed was sent): one re-check at the end of the window.
+    state.recheck_at = max(window_end, now)
+    if not state.pending:
+        state.priority = True
+        state.next_due = min(state.next_due, state.recheck_at)
+    return Decision(state, recheck_at=state.recheck_at)
 
 
 def _changed(state: AppState, cmd: ScheduleCommand) -> Decision:
@@ -150,11 +176,10 @@ def decide(prev: AppState | None, cmd: ScheduleCommand, policy: SchedulePolicy) 
     if op in (SEED, RETRY):
         if op == RETRY or state.failed:
             state.failed, state.failures, state.last_error = False, 0, ""
-        elif state.pending and state.next_due > now:
-            return Decision(None)  # already waiting in the crawl queue: same round
-        elif state.last_requested is not None and now - state.last_requested < policy.dedupe:
-            return Decision(None)
-        return _dispatched(state, now, policy)
+            return _dispatched(state, now, policy)
+        if state.pending and state.next_due <= now:
+            return _dispatched(state, now, policy)  # unanswered past the pending timeout
+        return _seeded(state, cmd, policy)
     if state.failed:
         return Decision(None)  # parked until retry-failed or a seed
     if op == RECHECK:
@@ -166,13 +191,16 @@ def decide(prev: AppState | None, cmd: ScheduleCommand, policy: SchedulePolicy) 
         state.failures, state.last_error = 0, ""
         state.last_priced, state.last_result = now, RESULT_OK
         state.next_due = now + policy.interval - _offset(state.app_id, policy.interval)
+        if state.recheck_at is not None:  # a seed came while it waited: re-check it then
+            state.priority = True
+            state.next_due = min(state.next_due, state.recheck_at)
         return Decision(state)
     if op == FAILED:
         state.pending, state.priority = False, False
         state.failures += 1
         state.last_error, state.last_result = cmd.reason, RESULT_ERROR
         if state.failures >= policy.max_failures:
-            state.failed = True
+            state.failed, state.recheck_at = True, None  # parked until retry-failed or a seed
             return Decision(state, failed_reason=f"{state.failures} failures, last: {cmd.reason}")
         state.next_due = now + min(policy.interval, policy.retry_base * 2 ** (state.failures - 1))
         return Decision(state)

@@ -54,8 +54,16 @@ class Settings:
     app_id: str = "steam-prices"
     # Partitions of every topic the app creates; tables are co-partitioned with them.
     topic_partitions: int = 8
-    # Where RocksDB table state lives (one folder per worker).
-    data_dir: str = "./data"
+    # This worker's own folder: RocksDB table state and its group identity, locked while it
+    # runs. Empty: ``./data/<APP_ID>``, so two pipelines run from one directory never share one.
+    data_dir: str = ""
+    # This worker's static member id in the consumer group (Kafka's group.instance.id): a worker
+    # restarted after a crash takes its partitions back at once. Unique per worker. Empty: one
+    # is made on the first start and kept in DATA_DIR.
+    group_instance_id: str = ""
+    # How long the broker waits for a silent worker before its partitions go to the others; a
+    # restarted worker does not wait (static membership). Kafka's own default.
+    broker_session_timeout: float = 45.0
     # Start a worker on faust-streaming/aiokafka releases other than those steamprice/kafka.py
     # was proven against (it patches their internals; docs/architecture.md): with a warning.
     allow_untested_faust: bool = False
@@ -145,6 +153,16 @@ class Settings:
     # as digest messages of ~40-50 apps instead of one embed per app (0 = never digest). Off by
     # default because the contract promises each app its own embed linked to its store page.
     discord_digest_threshold: int = 0
+    # A channel whose backlog would take longer than this to post one embed per app (at the
+    # channel's pace, over every rule posting into it) switches those rules to digests, and
+    # says so, until it has caught up (0 = never).
+    discord_digest_after_seconds: float = 300.0
+    # A channel whose oldest undelivered change is older than this fires the Prometheus alert
+    # DiscordChannelBehind (exported as steam_discord_backlog_alert_seconds).
+    discord_backlog_alert_seconds: float = 1800.0
+    # At most this many alert rules get metric series of their own; the others are counted
+    # together under rule="_other" (rule names are chosen by operators: bounded cardinality).
+    discord_rule_metrics_max: int = 50
     # Discord's hidden per-channel limit (never announced in headers): messages per window.
     discord_channel_messages: int = 30
     discord_channel_window_seconds: float = 60.0
@@ -168,6 +186,8 @@ class Settings:
     mysql_write_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", f"./data/{self.app_id}")
         self.validate()
 
     @property
@@ -210,6 +230,7 @@ class Settings:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError("WEB_PORT must be a TCP port")
+        _validate_group_settings(self)
         if not 1 <= self.sink_batch_size <= 10000:
             raise SettingsError("SINK_BATCH_SIZE must be between 1 and 10000")
         if self.sink_batch_seconds <= 0 or self.mysql_write_timeout_seconds <= 0:
@@ -226,6 +247,18 @@ class Settings:
         if hook and urlsplit(hook).scheme not in ("http", "https"):
             # Never echo the value: it holds the webhook token.
             raise SettingsError("DISCORD_WEBHOOK_URL must be an http(s) URL")
+
+
+def _validate_group_settings(s: Settings) -> None:
+    from steamprice.local_state import valid_instance_id  # lazy, like the Discord checks
+
+    if s.group_instance_id and not valid_instance_id(s.group_instance_id):
+        raise SettingsError(
+            "GROUP_INSTANCE_ID may only hold letters, digits, '.', '_', '-' (at most 249)"
+        )
+    if s.broker_session_timeout < 6:
+        # The broker refuses less (group.min.session.timeout.ms).
+        raise SettingsError("BROKER_SESSION_TIMEOUT must be at least 6 seconds")
 
 
 def _validate_discord_settings(s: Settings) -> None:
@@ -246,6 +279,12 @@ def _validate_discord_settings(s: Settings) -> None:
             raise SettingsError(f"DISCORD_WATCHLIST: {app_id} is not an app id")
     if s.discord_end_date_wait_seconds < 0:
         raise SettingsError("DISCORD_END_DATE_WAIT_SECONDS must be 0 (never wait) or more")
+    if s.discord_digest_after_seconds < 0:
+        raise SettingsError("DISCORD_DIGEST_AFTER_SECONDS must be 0 (never) or more")
+    if s.discord_backlog_alert_seconds <= 0:
+        raise SettingsError("DISCORD_BACKLOG_ALERT_SECONDS must be positive")
+    if not 0 <= s.discord_rule_metrics_max <= 10000:
+        raise SettingsError("DISCORD_RULE_METRICS_MAX must be between 0 and 10000")
     if s.discord_digest_threshold < 0:
         raise SettingsError("DISCORD_DIGEST_THRESHOLD must be 0 (never) or a number of apps")
     if not 1 <= s.discord_channel_messages <= 1000:
@@ -312,7 +351,9 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "kafka_broker": get("KAFKA_BROKER", d.kafka_broker),
         "app_id": get("APP_ID", d.app_id),
         "topic_partitions": get("TOPIC_PARTITIONS", d.topic_partitions, int),
-        "data_dir": get("DATA_DIR", d.data_dir),
+        "data_dir": get("DATA_DIR", ""),  # empty: per APP_ID
+        "group_instance_id": get("GROUP_INSTANCE_ID", ""),
+        "broker_session_timeout": get("BROKER_SESSION_TIMEOUT", d.broker_session_timeout, float),
         "table_store": get("TABLE_STORE", d.table_store),
         "allow_untested_faust": get("ALLOW_UNTESTED_FAUST", d.allow_untested_faust, _bool),
         "web_port": get("WEB_PORT", d.web_port, int),
@@ -387,6 +428,15 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         ),
         "discord_digest_threshold": get(
             "DISCORD_DIGEST_THRESHOLD", d.discord_digest_threshold, int
+        ),
+        "discord_digest_after_seconds": get(
+            "DISCORD_DIGEST_AFTER_SECONDS", d.discord_digest_after_seconds, float
+        ),
+        "discord_backlog_alert_seconds": get(
+            "DISCORD_BACKLOG_ALERT_SECONDS", d.discord_backlog_alert_seconds, float
+        ),
+        "discord_rule_metrics_max": get(
+            "DISCORD_RULE_METRICS_MAX", d.discord_rule_metrics_max, int
         ),
         "discord_channel_messages": get(
             "DISCORD_CHANNEL_MESSAGES", d.discord_channel_messages, int

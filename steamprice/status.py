@@ -23,8 +23,10 @@ from steamprice.database import connect_kwargs, describe_error
 from steamprice.report import (
     RegionDiscounts,
     RegionRows,
+    RuleRows,
     TrackedApp,
     WorkerFacts,
+    alert_rules_report,
     count_apps,
     decode_app_state,
     discord_state,
@@ -61,8 +63,17 @@ DELIVERIES = "SELECT status, COUNT(*), MAX(delivered_at) FROM discord_deliveries
 DISABLED_WEBHOOKS = (
     "SELECT disabled_reason, disabled_at FROM discord_webhooks ORDER BY disabled_at DESC LIMIT 5"
 )
+RULE_DELIVERIES = (
+    "SELECT rule_name, status, COUNT(*),"
+    " TIMESTAMPDIFF(MICROSECOND, MIN(queued_at), UTC_TIMESTAMP(6)) / 1e6"
+    " FROM discord_deliveries GROUP BY rule_name, status"
+)
+ALERT_RULES = (
+    "SELECT r.name, r.channel_id, r.webhook_hint, w.disabled_reason FROM alert_rules r"
+    " LEFT JOIN discord_webhooks w ON w.webhook_key = r.webhook_key ORDER BY r.name"
+)
 NO_SUCH_TABLE = 1146
-NO_SUCH_COLUMN = 1054
+UNKNOWN_COLUMN = 1054
 
 
 def default_worker_url() -> str:
@@ -136,7 +147,7 @@ async def read_mysql(interval: timedelta) -> dict[str, Any]:
                     for cc in sorted({*on_sale, *asking})
                 ]
             except pymysql.err.OperationalError as exc:
-                if exc.args[0] != NO_SUCH_COLUMN:  # older schema: no end dates yet
+                if exc.args[0] != UNKNOWN_COLUMN:  # older schema: no end dates yet
                     raise
             except pymysql.err.ProgrammingError as exc:
                 if exc.args[0] != NO_SUCH_TABLE:
@@ -153,11 +164,30 @@ async def read_mysql(interval: timedelta) -> dict[str, Any]:
             except pymysql.err.ProgrammingError as exc:
                 if exc.args[0] != NO_SUCH_TABLE:  # older schema: no such ledger yet
                     raise
+            rules: list[dict[str, Any]] | None = None
+            channels: list[dict[str, Any]] | None = None
+            try:
+                await cur.execute(RULE_DELIVERIES)
+                per_rule = {
+                    (str(r), str(st)): (int(n), float(age) if age is not None else None)
+                    for r, st, n, age in await cur.fetchall()
+                }
+                await cur.execute(ALERT_RULES)
+                mirror = [
+                    RuleRows(str(n), c, str(hint), reason)
+                    for n, c, hint, reason in await cur.fetchall()
+                ]
+                rules, channels = alert_rules_report(mirror, per_rule)
+            except (pymysql.err.ProgrammingError, pymysql.err.OperationalError) as exc:
+                if exc.args[0] not in (NO_SUCH_TABLE, UNKNOWN_COLUMN):  # schema before rules
+                    raise
         return {
             "regions": regions,
             "discounts": discounts,
             "deliveries": deliveries,
             "disabled_webhooks": disabled,
+            "rules": rules,
+            "channels": channels,
         }
     finally:
         conn.close()
@@ -238,6 +268,8 @@ async def build_report(worker_url: str | None, seconds: float) -> dict[str, Any]
             else None,
             "last_delivered_at": iso_utc(sent_at[0]) if sent_at else None,
             "disabled_webhooks": db["disabled_webhooks"] if db is not None else None,
+            "rules": db["rules"] if db is not None else None,
+            "channels": db["channels"] if db is not None else None,
         },
         "problems": problems,
     }

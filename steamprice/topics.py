@@ -61,6 +61,19 @@ price_changes_topic = _keyed_by_app("price-changes", PriceChange)
 # Internal: the discounted apps of each batch, to ask GetItems when their discount ends
 # (``steamprice.enddates.asks_record``); same partition as the batch they come from.
 end_date_asks_topic = _batches("end-date-asks")
+# Discord alert rules, keyed by rule name, JSON values (a null value removes the rule); written
+# by `steamprice alerts`, read whole by every worker (notify/rulebook.py). Compacted: the latest
+# record per name is kept forever. One partition: a few hundred small records.
+alert_rules_topic = app.topic(
+    settings.topic_name("alert-rules"),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=1,
+    compacting=True,
+    internal=True,
+)
 
 ALL_TOPICS = (
     app_ids_topic,
@@ -71,4 +84,5 @@ ALL_TOPICS = (
     prices_normalized_topic,
     price_changes_topic,
     end_date_asks_topic,
+    alert_rules_topic,
 )

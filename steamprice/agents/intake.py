@@ -50,11 +50,19 @@ policy = SchedulePolicy(
 due_index = DueIndex(grace_seconds=max(60.0, 6 * settings.schedule_tick_seconds))
 # A flood of garbage is counted and routed message by message, but logged in moderation.
 bad_seed_log = LogThrottle(burst=20, window=60.0)
+# So are re-seeds coalesced into a later re-check (a whole catalog seeded twice in a minute).
+recheck_log = LogThrottle(burst=20, window=60.0)
 REBUILD_YIELD_EVERY = 5000
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def sent_at(stream: Any) -> datetime | None:
+    """When the seed being processed was put on the seed topic (its Kafka timestamp)."""
+    timestamp = stream.current_event.message.timestamp
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp and timestamp > 0 else None
 
 
 @app.task  # type: ignore[untyped-decorator]
@@ -90,7 +98,8 @@ async def intake(stream: Any) -> None:
             continue
         metrics.kafka_messages.labels("app-ids", "consumed").inc()
         await schedule_topic.send(
-            key=app_id, value=ScheduleCommand(app_id=app_id, op=SEED, at=now())
+            key=app_id,
+            value=ScheduleCommand(app_id=app_id, op=SEED, at=now(), sent_at=sent_at(stream)),
         )
 
 
@@ -109,6 +118,23 @@ async def schedule(stream: Any) -> None:
                 value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at, seeded=cmd.op == SEED),
             )
             metrics.games_processed.labels("schedule", cmd.op).inc()
+        if decision.covered:
+            metrics.games_processed.labels("schedule", "seed_covered").inc()
+        if decision.recheck_at is not None:
+            metrics.games_processed.labels("schedule", "recheck_coalesced").inc()
+            log_it, suppressed = recheck_log.allow(time.monotonic())
+            if suppressed:
+                logger.info("%d more seeds were coalesced into re-checks", suppressed)
+            if log_it:
+                logger.info(
+                    "Seed of app %d coalesced into one re-check at %s (at most one request"
+                    " per SEED_DEDUPE_SECONDS; the last was %s)",
+                    cmd.app_id,
+                    decision.recheck_at.isoformat(timespec="seconds"),
+                    prev.last_requested.isoformat(timespec="seconds")
+                    if prev and prev.last_requested
+                    else "never",
+                )
         if decision.failed_reason:
             metrics.games_processed.labels("schedule", "failed").inc()
             logger.warning(

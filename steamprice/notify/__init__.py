@@ -1,6 +1,7 @@
-"""Discord notifications: a MySQL outbox drained through one webhook within its limits.
+"""Discord notifications: alert rules routed into a MySQL outbox, drained within Discord's limits.
 
-``notifier`` (the service: queueing and the send loop), ``ledger`` (the delivery ledger's SQL),
-``lock`` (one sender per database), ``webhook`` (URL, answers, the rate-limited client),
-``embeds`` (messages within Discord's limits) and ``filters`` (which changes are notified).
+``rules`` (what a rule is, its checks and the routing index), ``rulebook`` (every worker's copy
+of the rules topic), ``notifier`` (the service: queueing and the send loop), ``ledger`` (the
+delivery ledger's SQL), ``lock`` (one sender per database), ``webhook`` (URL, answers, the
+rate-limited client) and ``embeds`` (messages within Discord's limits).
 """

@@ -1,34 +1,43 @@
-"""The Discord notifier service: a MySQL outbox drained through one webhook within its limits.
+"""The Discord notifier service: a MySQL outbox of (change, alert rule) drained within every limit.
 
-Exactly once, step by step:
+Exactly once per (change, rule), step by step:
 
 1. The sink agent calls :meth:`DiscordNotifier.enqueue` with a batch of changes. Each change is
-   inserted into ``discord_deliveries`` (``INSERT IGNORE`` keyed by ``event_id``) as ``pending``,
-   or ``skipped`` when an opt-in filter rejects it, *before* the batch's Kafka offsets are acked.
-   A redelivered change (crash, restart, rebalance) finds its row and adds nothing.
+   routed to the rules that match it (:class:`RuleIndex`, by app id then region, plus the
+   ``default`` rule of the ``DISCORD_*`` settings) and one row per (change, rule) is inserted
+   into ``discord_deliveries`` (``INSERT IGNORE`` keyed by ``(event_id, rule_name)``) as
+   ``pending`` -- the default rule also records what it skips, as ``skipped`` -- *before* the
+   batch's Kafka offsets are acked. A redelivered change finds its rows and adds nothing.
 2. One sender per database (a MySQL ``GET_LOCK`` held on a dedicated connection; a killed
-   worker's lock is freed when its connection drops) plans the next message from the oldest
-   pending rows, marks them ``sending`` (committed), posts, then marks them ``sent`` with the
-   message id. Answers that say "not posted" (429, 5xx, Cloudflare, disabled) put them back to
-   ``pending``; a 400 splits the message until the offending app is alone (``rejected``).
-3. A row still ``sending`` when a sender takes over was in flight when its worker died: it may
-   or may not have reached Discord, and webhooks offer no idempotency key to find out. It is
+   worker's lock is freed when its connection drops) picks, among the rules with pending rows,
+   the one whose webhook and channel may post soonest (oldest backlog first), plans a message
+   from its oldest rows, marks them ``sending`` (committed), posts, then marks them ``sent``.
+   Answers that say "not posted" (429, 5xx, Cloudflare) put them back to ``pending``; a 400
+   splits the message until the offending app is alone (``rejected``); a deleted or
+   unauthorised webhook disables the rules that use it, and only those.
+3. A row still ``sending`` when a sender takes over was in flight when its worker died: it is
    marked ``uncertain`` (counted, logged, not re-posted) unless ``DISCORD_RESEND_UNCERTAIN``.
 
-Because posting is decoupled from Kafka, a kill between a post and the offset commit costs a
-redelivery that inserts nothing. The only ambiguous window is the HTTP round trip itself.
+Limits belong to channels, not rules: a webhook's channel is learned from Discord (``GET`` on the
+webhook answers its ``channel_id``); every webhook of a channel shares its message window, and a
+channel whose backlog would take longer than ``DISCORD_DIGEST_AFTER_SECONDS`` at that pace
+switches its rules to digests, saying so in the message and the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from mode import Service
 
 from steamprice import discount_ends
@@ -37,14 +46,16 @@ from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
 from steamprice.notify import ledger
 from steamprice.notify.embeds import (
+    MAX_CONTENT,
+    MAX_EMBEDS,
     AppChanges,
     MessagePlan,
+    clip,
     group_by_app,
     message_problems,
     payload,
     plan_message,
 )
-from steamprice.notify.filters import NotifyFilter
 from steamprice.notify.ledger import (
     LEDGER,
     PENDING,
@@ -53,9 +64,22 @@ from steamprice.notify.ledger import (
     SENT,
     SKIPPED,
     UNCERTAIN,
+    Backlog,
 )
 from steamprice.notify.lock import SenderLock
-from steamprice.notify.webhook import Outcome, WebhookClient, WebhookUrlError, parse_webhook_url
+from steamprice.notify.rulebook import RuleBook
+from steamprice.notify.rules import DEFAULT_RULE, AlertRule, default_rule, redact_webhook
+from steamprice.notify.webhook import (
+    Gate,
+    MessageWindow,
+    Outcome,
+    Webhook,
+    WebhookClient,
+    WebhookUrlError,
+    new_session,
+    parse_webhook_url,
+)
+from steamprice.report import human_age
 from steamprice.settings import Settings
 from steamprice.storage import change_problem
 
@@ -66,53 +90,113 @@ FETCH_ROWS = 500
 # How often an idle sender looks for rows queued by other workers, and a follower for the lock.
 POLL_SECONDS = 1.0
 LEADER_POLL_SECONDS = 5.0
+# A webhook whose channel could not be learned (Discord unreachable) is asked again after this.
+CHANNEL_RETRY_SECONDS = 60.0
+# Pending rows of a rule this sender does not know are left alone this long (another worker may
+# have read the rule a moment earlier), then retired as skipped.
+UNKNOWN_RULE_GRACE_SECONDS = 60.0
+OTHER_RULES = "_other"
 
 
-class DiscordNotifier(Service):
-    """Queues changes in the MySQL ledger and, in one worker at a time, posts them."""
+@dataclass
+class Route:
+    """One alert rule as the sender sees it: its webhook client, or why it cannot post."""
 
-    def __init__(
-        self, settings: Settings, metrics: Metrics, database: Database, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
-        self.metrics = metrics
-        self.database = database
-        self.filters = NotifyFilter.from_settings(settings)
-        self.client: WebhookClient | None = None
-        self.disabled_reason = ""
-        self.leader = False
-        self.lock = SenderLock(settings)
-        # Whether this sender settled the rows a previous one left in flight (see _take_over).
-        self._taken_over = False
-        self._wake = asyncio.Event()
+    rule: AlertRule
+    client: WebhookClient | None
+    disabled_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
 
     @property
     def enabled(self) -> bool:
         return self.client is not None and not self.disabled_reason
 
+
+class DiscordNotifier(Service):
+    """Queues changes per matching alert rule in the MySQL ledger; one worker posts them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        database: Database,
+        rules: RuleBook | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics
+        self.database = database
+        self.rules = rules
+        self.default = default_rule(settings)
+        self.routes: dict[str, Route] = {}
+        self.leader = False
+        self.lock = SenderLock(settings)
+        self.gate = Gate()
+        self.session: aiohttp.ClientSession | None = None
+        # Webhooks (by key) whose channel Discord could not tell yet: when to ask again.
+        self._channel_retry: dict[str, float] = {}
+        self._windows: dict[str, MessageWindow] = {}
+        self._clients: dict[str, WebhookClient] = {}
+        # Webhooks found deleted or unauthorised (by any worker): key -> reason.
+        self.disabled_hooks: dict[str, str] = {}
+        self._routes_version = -1
+        self._behind: set[str] = set()
+        self._unknown_since: dict[str, float] = {}
+        self._labels: dict[str, str] = {}
+        # Per channel, when (monotonic) the messages of the last window were sent, as the
+        # ledger told at take-over.
+        self._recent: dict[str, list[float]] = {}
+        # Whether this sender settled the rows a previous one left in flight (see _take_over).
+        self._taken_over = False
+        self._wake = asyncio.Event()
+        self._mirror_wake = asyncio.Event()
+
+    @property
+    def active(self) -> bool:
+        """Whether notifications are on at all (rules may come and go while it is)."""
+        return self.settings.enable_discord
+
+    @property
+    def enabled(self) -> bool:
+        """Whether at least one rule can post."""
+        return any(r.enabled for r in self.routes.values())
+
+    @property
+    def disabled_reason(self) -> str:
+        """Why rules cannot post (empty when all can): ``rule: reason; ...``."""
+        return "; ".join(
+            f"{r.name}: {r.disabled_reason}" if r.name != DEFAULT_RULE else r.disabled_reason
+            for r in self.routes.values()
+            if r.disabled_reason
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
-        if not self.settings.discord_enabled:
-            logger.info("Discord notifications are off (no DISCORD_WEBHOOK_URL or ENABLE_DISCORD)")
+        if not self.active:
+            logger.info("Discord notifications are off (ENABLE_DISCORD=false)")
             return
-        try:
-            webhook = parse_webhook_url(self.settings.discord_webhook_url.get())
-        except WebhookUrlError as exc:
-            # Changes are still queued: once the URL is fixed, they are delivered.
-            self.disabled_reason = str(exc)
-            self.metrics.discord_webhook_enabled.set(0)
-            logger.error("%s: Discord notifications are disabled", exc)
-            return
-        self.metrics.discord_webhook_enabled.set(1)
-        logger.info(
-            "Discord notifications to %s (pasted as API v%d; posted on v10, wait=true)",
-            webhook.redacted,
-            webhook.pasted_version,
-        )
-        self.client = WebhookClient(webhook, self.settings, self.metrics)
-        self.client.open()
+        self.session = new_session(self.settings)
+        self.metrics.backlog_alert_seconds.set(self.settings.discord_backlog_alert_seconds)
+        if self.rules is not None:
+            self.rules.subscribe(self._rules_changed)
+            # Now, not with the app's other services: those start once the consumer group is
+            # joined, which after a crash waits out the dead member's session (about a minute),
+            # and the sender waits for the rules (found by test_discord_crash_window.py).
+            await self.rules.maybe_start()
+        self._refresh_routes()
+        if self.default is not None and self.default.name in self.routes:
+            route = self.routes[self.default.name]
+            if route.client is not None:
+                logger.info(
+                    "Discord default rule posts to %s (pasted as API v%d; posted on v10)",
+                    route.client.webhook.redacted,
+                    route.client.webhook.pasted_version,
+                )
 
     async def on_shutdown(self) -> None:
         # Not on_stop: mode calls that before it cancels the sender task, so closing the session
@@ -120,21 +204,122 @@ class DiscordNotifier(Service):
         # back to 'pending' and were posted again after the restart (found by
         # tests/integration/test_faults_crash.py). By now _attempt has let that post finish.
         self._release_lock()
-        if self.client is not None:
-            await self.client.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _rules_changed(self) -> None:
+        self._wake.set()
+        self._mirror_wake.set()
+
+    # ------------------------------------------------------------------ routes
+
+    def _label(self, rule: str) -> str:
+        """The metric label of a rule: its name for the first DISCORD_RULE_METRICS_MAX rules."""
+        label = self._labels.get(rule)
+        if label is None:
+            within = len(self._labels) < self.settings.discord_rule_metrics_max
+            label = rule if within or rule == DEFAULT_RULE else OTHER_RULES
+            self._labels[rule] = label
+        return label
+
+    def _current_rules(self) -> list[AlertRule]:
+        rules = list(self.rules.rules.values()) if self.rules is not None else []
+        if self.default is not None:
+            rules.insert(0, self.default)
+        return rules
+
+    def _refresh_routes(self) -> None:
+        """Rebuild the routes when the rule book changed (clients are kept per webhook)."""
+        version = self.rules.version if self.rules is not None else 0
+        if version == self._routes_version:
+            return
+        self._routes_version = version
+        routes: dict[str, Route] = {}
+        for rule in self._current_rules():
+            try:
+                hook = parse_webhook_url(rule.webhook.get())
+            except WebhookUrlError as exc:
+                # Changes are still queued: once the URL is fixed, they are delivered.
+                routes[rule.name] = Route(rule, None, str(exc))
+                continue
+            routes[rule.name] = Route(
+                rule, self._client(hook), self.disabled_hooks.get(hook.key, "")
+            )
+        for name in set(self.routes) - set(routes):
+            label = self._label(name)
+            if label != OTHER_RULES:
+                with contextlib.suppress(KeyError):
+                    self.metrics.rule_enabled.remove(label)
+        self.routes = routes
+        self._publish_states()
+
+    def _client(self, hook: Webhook) -> WebhookClient:
+        client = self._clients.get(hook.key)
+        if client is None:
+            client = WebhookClient(
+                hook,
+                self.settings,
+                self.metrics,
+                session=self.session,
+                window=self._window(f"webhook:{hook.webhook_id}"),
+                gate=self.gate,
+            )
+            self._clients[hook.key] = client
+        return client
+
+    def _attach(self, client: WebhookClient) -> None:
+        """Pace ``client`` in the window of the channel it posts into, once that is known."""
+        if client.channel_id:
+            client.window = self._window(client.channel_id)
+
+    def _window(self, channel: str) -> MessageWindow:
+        window = self._windows.get(channel)
+        if window is None:
+            window = MessageWindow(
+                self.settings.discord_channel_messages,
+                self.settings.discord_channel_window_seconds,
+            )
+            # Messages another sender posted a moment ago still count against the window.
+            for at in self._recent.get(channel, ()):
+                window.record(at)
+            self._windows[channel] = window
+        return window
+
+    def channel(self, route: Route) -> str:
+        """The channel a route posts into; ``webhook:ID`` until Discord told it."""
+        assert route.client is not None
+        client = route.client
+        return client.channel_id or f"webhook:{client.webhook.webhook_id}"
+
+    def _publish_states(self) -> None:
+        for route in self.routes.values():
+            label = self._label(route.name)
+            if label != OTHER_RULES:
+                self.metrics.rule_enabled.labels(label).set(1 if route.enabled else 0)
+        self.metrics.rule_count.set(len(self.routes))
+        self.metrics.discord_webhook_configured.set(1 if self.routes else 0)
+        self.metrics.discord_webhook_enabled.set(
+            1 if self.routes and all(r.enabled for r in self.routes.values()) else 0
+        )
 
     # ------------------------------------------------------------------ queueing (any worker)
 
     async def enqueue(self, events: Sequence[PriceChange]) -> int:
-        """Record every change in the ledger (pending or skipped); returns how many were new.
+        """Record every (change, matching rule) in the ledger; returns how many rows were new.
 
         Returns only once the rows are committed: the caller acks the Kafka offsets after it.
+        Waits for the rule book to be read at start, so no change meets a partial rule set.
         """
-        if not self.settings.discord_enabled or not events:
+        if not self.active or not events:
             return 0
+        if self.rules is not None:
+            await self.rules.loaded.wait()
+        index = self.rules.index if self.rules is not None else None
         now = ledger.utcnow()
         rows: list[tuple[Any, ...]] = []
         seen: set[str] = set()
+        skipped: dict[str, int] = {}
         for e in events:
             if e.event_id in seen:
                 continue
@@ -145,19 +330,21 @@ class DiscordNotifier(Service):
                 self._count_invalid("invalid")
                 logger.error("Discord sink: change %r not notified: %s", e.event_id, problem)
                 continue
-            reason = self.filters.skip_reason(e)
-            rows.append(
-                (
-                    e.event_id,
-                    e.app_id,
-                    e.cc,
-                    e.kind,
-                    SKIPPED if reason else PENDING,
-                    reason,
-                    e.dumps(serializer="json").decode(),
-                    now,
-                )
-            )
+            text: str | None = None
+            if self.default is not None:
+                reason = self.default.skip_reason(e)
+                text = e.dumps(serializer="json").decode()
+                rows.append(self._row(e, DEFAULT_RULE, reason, text, now))
+            if index is None or not len(index):
+                continue
+            routed = index.route(e)
+            for rule, _ in routed.skipped:
+                skipped[rule.name] = skipped.get(rule.name, 0) + 1
+            for rule in routed.matched:
+                text = text or e.dumps(serializer="json").decode()
+                rows.append(self._row(e, rule.name, None, text, now))
+        if not rows:
+            return 0
         result = await self.database.write_batch(LEDGER, rows, ledger.queue_rows)
         for row, why in result.rejected:
             self._count_invalid("refused")
@@ -165,9 +352,16 @@ class DiscordNotifier(Service):
         new_queued, new_skipped = result.written[PENDING], result.written[SKIPPED]
         self.metrics.discord_deliveries.labels("queued").inc(new_queued)
         self.metrics.discord_deliveries.labels(SKIPPED).inc(new_skipped)
+        # Per rule: what was offered (a redelivered batch after a crash counts again).
+        for row in rows:
+            outcome = "queued" if row[5] == PENDING else "skipped"
+            self.metrics.rule_changes.labels(self._label(row[1]), outcome).inc()
+        for name, n in skipped.items():
+            self.metrics.rule_changes.labels(self._label(name), "skipped").inc(n)
         if new_queued or new_skipped:
             logger.info(
-                "Discord ledger: %d changes queued, %d skipped by filters, %d already known",
+                "Discord ledger: %d (change, rule) rows queued, %d skipped by the default rule's"
+                " filters, %d already known",
                 new_queued,
                 new_skipped,
                 len(rows) - len(result.rejected) - new_queued - new_skipped,
@@ -175,28 +369,93 @@ class DiscordNotifier(Service):
         self._wake.set()
         return new_queued + new_skipped
 
+    @staticmethod
+    def _row(e: PriceChange, rule: str, reason: str | None, text: str, now: Any) -> tuple[Any, ...]:
+        status = SKIPPED if reason else PENDING
+        return (e.event_id, rule, e.app_id, e.cc, e.kind, status, reason, text, now)
+
     def _count_invalid(self, reason: str) -> None:
         self.metrics.sink_rejected_rows.labels(LEDGER, reason).inc()
         self.metrics.discord_deliveries.labels(REJECTED).inc()
+
+    # ------------------------------------------------------------------ the rules mirror
+
+    @Service.task
+    async def _mirror(self) -> None:
+        """Keep ``alert_rules`` (for dashboards) equal to the rules this worker applies."""
+        if not self.active:
+            return
+        await self.database.ready.wait()
+        if self.rules is not None:
+            await self.rules.loaded.wait()
+        synced: dict[str, tuple[Any, ...]] | None = None
+        while not self.should_stop:
+            self._mirror_wake.clear()
+            rows = {r.name: self._mirror_row(r) for r in self._current_rules()}
+            if rows != synced:
+                changed = [
+                    row for name, row in rows.items() if synced is None or synced.get(name) != row
+                ]
+                stamp = ledger.utcnow()
+                upserts = [(*row, stamp) for row in changed]
+                keep = list(rows)
+
+                async def work(
+                    cur: Any, upserts: list[tuple[Any, ...]] = upserts, keep: list[str] = keep
+                ) -> None:
+                    await ledger.mirror_rules(cur, upserts, keep)
+
+                try:
+                    await self.database.transaction("alert_rules", work)
+                    synced = rows
+                except Exception as exc:
+                    if self.should_stop:
+                        return
+                    logger.warning("alert_rules not mirrored (%s)", describe_error(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mirror_wake.wait(), 30.0)
+
+    @staticmethod
+    def _mirror_row(rule: AlertRule) -> tuple[Any, ...]:
+        try:
+            hook = parse_webhook_url(rule.webhook.get())
+            webhook_id, key = hook.webhook_id, hook.key
+        except WebhookUrlError:
+            webhook_id, key = "", "0" * 64
+        filters = {k: v for k, v in rule.describe().items() if k not in ("name", "webhook")}
+        return (
+            rule.name,
+            webhook_id,
+            redact_webhook(rule.webhook.get())[:64],
+            key,
+            json.dumps(filters, ensure_ascii=False),
+            int(rule.digest),
+            "settings" if rule.name == DEFAULT_RULE else "topic",
+        )
 
     # ------------------------------------------------------------------ sending (one worker)
 
     @Service.task
     async def _sender(self) -> None:
-        if self.client is None:
+        if not self.active:
             return
         await self.database.ready.wait()
-        while not self.should_stop and self.enabled:
+        if self.rules is not None:
+            await self.rules.loaded.wait()
+        while not self.should_stop:
             try:
+                self._refresh_routes()
+                self._publish_states()
                 if not await self._hold_lock():
-                    await self._check_disabled()
-                    self.metrics.queue_size.labels("discord_pending").set(0)
+                    await self._load_disabled()
+                    self._clear_backlog_gauges()
                     await self.sleep(LEADER_POLL_SECONDS)
                     continue
                 self._wake.clear()
-                if not await self._send_next():
+                wait = await self._send_next()
+                if wait > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                        await asyncio.wait_for(self._wake.wait(), min(wait, POLL_SECONDS))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -213,7 +472,7 @@ class DiscordNotifier(Service):
             if await self.lock.still_held():
                 if not self._taken_over:  # a first attempt failed half-way: finish it
                     await self._take_over()
-                return self.enabled
+                return True
             self._release_lock()
         if not await self.lock.acquire():
             return False
@@ -221,45 +480,52 @@ class DiscordNotifier(Service):
         self._taken_over = False
         logger.info("This worker is now the Discord sender")
         await self._take_over()
-        return self.enabled
+        return True
 
     def _release_lock(self) -> None:
         self.lock.release()
         self.leader = False
 
     async def _take_over(self) -> None:
-        """New sender: settle rows left in flight, resume every window, check the hook."""
-        client = self.client
-        assert client is not None
-        await self._check_disabled()
+        """New sender: settle rows left in flight, resume the channel windows, check hooks."""
+        await self._load_disabled()
         resend = self.settings.discord_resend_uncertain
         target = PENDING if resend else UNCERTAIN
         detail = "was in flight when its worker stopped" + ("; re-sent" if resend else "")
-        period = client.window.period
-        webhook_id = client.webhook.webhook_id
+        period = self.settings.discord_channel_window_seconds
+
+        clients = list(self._clients.values())
 
         async def settle(
             cur: Any,
-        ) -> tuple[int, list[float], str | None, list[tuple[str, str, float]]]:
+        ) -> tuple[int, dict[str, list[float]], list[tuple[str | None, list[Any]]]]:
             moved = await ledger.settle_in_flight(cur, target, detail)
             ages = await ledger.recent_message_ages(cur, period)
-            channel_id, waits = await ledger.open_windows(cur, webhook_id)
-            return moved, ages, channel_id, waits
+            stored = [await ledger.open_windows(cur, c.webhook.webhook_id) for c in clients]
+            return moved, ages, stored
 
-        moved, ages, channel_id, waits = await self.database.transaction(LEDGER, settle)
-        self._taken_over = True
-        if channel_id and client.channel_id is None:
-            client.channel_id = channel_id
+        moved, ages, stored = await self.database.transaction(LEDGER, settle)
         # A 429 or a ban the previous sender got is still Discord's: a restart must not skip it.
-        client.honour(waits, time.monotonic())
-        for scope, reason, seconds in waits:
-            logger.warning(
-                "Discord: a %s wait (%s) from before this sender took over has %.1f s left;"
-                " no request before it ends",
-                scope,
-                reason,
-                seconds,
-            )
+        for client, (channel_id, waits) in zip(clients, stored, strict=True):
+            if channel_id and client.channel_id is None:
+                client.channel_id = channel_id
+                self._attach(client)
+            client.honour(waits, time.monotonic())
+            for scope, reason, seconds in waits:
+                logger.warning(
+                    "Discord: a %s wait (%s) from before this sender took over has %.1f s left"
+                    " (webhook %s); no request to it before it ends",
+                    scope,
+                    reason,
+                    seconds,
+                    client.webhook.redacted,
+                )
+        now = time.monotonic()
+        self._recent = {
+            channel: sorted(now - max(age, 0.0) for age in channel_ages)
+            for channel, channel_ages in ages.items()
+        }
+        self._taken_over = True
         if moved:
             self.metrics.discord_deliveries.labels("requeued" if resend else UNCERTAIN).inc(moved)
             logger.warning(
@@ -270,64 +536,215 @@ class DiscordNotifier(Service):
                 else "they may or may not have been posted and are marked 'uncertain' in"
                 " discord_deliveries, not re-posted (no duplicate)",
             )
-        # Messages another sender posted a moment ago still count against the channel window.
-        now = time.monotonic()
-        for age in sorted(ages, reverse=True):
-            client.window.record(now - max(age, 0.0))
+        for channel, times in self._recent.items():
+            window = self._window(channel)
+            if len(window) == 0:
+                for at in times:
+                    window.record(at)
 
-    async def _check_disabled(self) -> None:
-        """Whether this webhook was found deleted or unauthorised before (by any worker)."""
-        if self.client is None or self.disabled_reason:
-            return
-        webhook = self.client.webhook
+    async def _load_disabled(self) -> None:
+        """Webhooks found deleted or unauthorised before (by any worker): their rules stop."""
 
-        async def read(cur: Any) -> tuple[str, Any] | None:
-            return await ledger.disabled_webhook(cur, webhook.key)
-
-        row = await self.database.transaction(LEDGER, read)
-        if row:
-            reason, at = row
-            self.disabled_reason = f"{reason} (since {at:%Y-%m-%d %H:%M} UTC)"
-            self.metrics.discord_webhook_enabled.set(0)
-            logger.error(
-                "Discord webhook %s was disabled: %s; not calling it until DISCORD_WEBHOOK_URL"
-                " changes; changes stay queued in discord_deliveries",
-                webhook.redacted,
-                self.disabled_reason,
+        async def read(cur: Any) -> dict[str, str]:
+            await cur.execute(
+                "SELECT webhook_key, disabled_reason, disabled_at FROM discord_webhooks"
             )
+            return {
+                str(k): f"{reason} (since {at:%Y-%m-%d %H:%M} UTC)"
+                for k, reason, at in await cur.fetchall()
+            }
 
-    async def _send_next(self) -> bool:
-        """Post the next message from the oldest pending changes; False when none wait."""
+        known = await self.database.transaction(LEDGER, read)
+        for key, reason in known.items():
+            if key not in self.disabled_hooks:
+                self.disabled_hooks[key] = reason
+                self._apply_disabled(key, reason, announce=True)
+
+    def _apply_disabled(self, key: str, reason: str, *, announce: bool) -> None:
+        for route in self.routes.values():
+            if route.client is not None and route.client.webhook.key == key:
+                if route.disabled_reason:
+                    continue
+                route.disabled_reason = reason
+                if announce:
+                    logger.error(
+                        "Discord rule %r disabled: its webhook %s %s; its changes stay queued",
+                        route.name,
+                        route.client.webhook.redacted,
+                        reason,
+                    )
+        self._publish_states()
+
+    async def _send_next(self) -> float:
+        """Post one message for the rule that may post soonest; seconds to wait before next."""
         backlog = await self._backlog()
-        if not backlog[0]:
-            return False
-        groups = await self._load_pending()
+        pending = {rule: b for (rule, status), b in backlog.items() if status == PENDING}
+        now = time.monotonic()
+        best: tuple[tuple[bool, float, float], Route, Backlog] | None = None
+        for name, b in pending.items():
+            route = self.routes.get(name)
+            if route is None:
+                await self._unknown_rule(name, now)
+                continue
+            self._unknown_since.pop(name, None)
+            if not route.enabled:
+                continue
+            assert route.client is not None
+            delay = route.client.delay(now)
+            key = (delay > 0, delay, -b.oldest_seconds)
+            if best is None or key < best[0]:
+                best = (key, route, b)
+        if best is None:
+            return POLL_SECONDS
+        (_, delay, _), route, b = best
+        if delay > 0:
+            return delay
+        if not await self._learn_channel(route):
+            return 0.0
+        groups, held = await self._load_pending(route)
         if not groups:
-            return False
-        threshold = self.settings.discord_digest_threshold
-        digest = bool(threshold) and backlog[1] > threshold
+            # Held for an end date on its way: look again in a moment, not in a busy loop.
+            return POLL_SECONDS if held else 0.0
+        digest, note = self._digest_mode(route, b, pending)
         plan = plan_message(groups, digest=digest)
-        if plan.digest:
-            logger.info(
-                "Discord backlog of %d changes (%d apps): sending a digest of %d apps",
-                backlog[0],
-                backlog[1],
-                plan.count,
+        await self._deliver(route, groups[: plan.count], plan, note)
+        return 0.0
+
+    def _digest_mode(
+        self, route: Route, mine: Backlog, pending: dict[str, Backlog]
+    ) -> tuple[bool, str | None]:
+        """Whether the next message of ``route`` is a digest, and the note that says why."""
+        channel = self.channel(route)
+        changes = messages = 0
+        for name, b in pending.items():
+            other = self.routes.get(name)
+            if other is not None and other.enabled and self.channel(other) == channel:
+                changes += b.changes
+                messages += math.ceil(b.apps / MAX_EMBEDS)
+        window = self._window(channel)
+        seconds = messages * window.period / window.limit
+        after = self.settings.discord_digest_after_seconds
+        behind = bool(after) and seconds > after
+        if behind and channel not in self._behind:
+            self._behind.add(channel)
+            self.metrics.channel_digest.labels(channel).set(1)
+            logger.warning(
+                "Discord channel %s is behind: %d changes waiting, about %s at its pace"
+                " (DISCORD_DIGEST_AFTER_SECONDS=%g); its rules post digests until it catches up",
+                channel,
+                changes,
+                human_age(seconds),
+                after,
             )
-        await self._deliver(groups[: plan.count], plan)
-        return True
+        elif not behind and channel in self._behind:
+            self._behind.discard(channel)
+            self.metrics.channel_digest.labels(channel).set(0)
+            logger.info("Discord channel %s caught up: one embed per app again", channel)
+        if behind:
+            note = clip(
+                f"⏩ This channel is behind ({changes:,} price changes waiting, about"
+                f" {human_age(seconds)} at Discord's pace): sending digests until it catches up.",
+                MAX_CONTENT,
+            )
+            return True, note
+        threshold = self.settings.discord_digest_threshold
+        if route.rule.digest or (threshold and mine.apps > threshold):
+            return True, None
+        return False, None
 
-    async def _backlog(self) -> tuple[int, int]:
-        """(pending changes, pending apps); also refreshes the queue gauges."""
+    async def _unknown_rule(self, name: str, now: float) -> None:
+        """Rows of a rule this worker does not know: retired once it is surely gone."""
+        if name == DEFAULT_RULE:
+            return  # kept until DISCORD_WEBHOOK_URL is set again, as always
+        since = self._unknown_since.setdefault(name, now)
+        if now - since < UNKNOWN_RULE_GRACE_SECONDS:
+            return
+
+        async def work(cur: Any) -> int:
+            return await ledger.retire_rule(cur, name, "rule removed")
+
+        retired = await self.database.transaction(LEDGER, work)
+        self._unknown_since.pop(name, None)
+        if retired:
+            logger.warning("Discord rule %r was removed: %d waiting changes skipped", name, retired)
+
+    async def _learn_channel(self, route: Route) -> bool:
+        """Ask Discord which channel the route's webhook posts into (once); False: not now."""
+        assert route.client is not None
+        client = route.client
+        key = client.webhook.key
+        if client.channel_id and key not in self._channel_retry:
+            return True
+        now = time.monotonic()
+        if self._channel_retry.get(key, 0.0) > now:
+            return True  # post meanwhile, paced as a channel of its own
+        channel, failure = await client.fetch_channel()
+        if channel is not None:
+            client.channel_id = channel
+            self._channel_retry.pop(key, None)
+            self._attach(client)
+            webhook_id = client.webhook.webhook_id
+
+            async def work(cur: Any) -> None:
+                await ledger.set_rule_channel(cur, key, channel)
+                await ledger.store_windows(cur, [], time.monotonic(), webhook_id, channel)
+
+            await self.database.transaction(LEDGER, work)
+            logger.info(
+                "Discord webhook %s posts into channel %s", client.webhook.redacted, channel
+            )
+            return True
+        assert failure is not None
+        if failure.action == "disable":
+            await self._disable(client.webhook, failure.detail)
+            return False
+        client.react(failure)
+        self._channel_retry[key] = now + CHANNEL_RETRY_SECONDS
+        logger.warning(
+            "Discord webhook %s: channel not learned (%s); paced on its own meanwhile",
+            client.webhook.redacted,
+            failure.detail,
+        )
+        return failure.action == "backoff"
+
+    async def _backlog(self) -> dict[tuple[str, str], Backlog]:
+        """Waiting rows per (rule, status); also refreshes the queue and channel gauges."""
         counts = await self.database.transaction(LEDGER, ledger.backlog)
-        pending = counts.get(PENDING, (0, 0))
-        self.metrics.queue_size.labels("discord_pending").set(pending[0])
-        self.metrics.queue_size.labels("discord_uncertain").set(counts.get(UNCERTAIN, (0, 0))[0])
-        return pending
+        pending = sum(b.changes for (_, s), b in counts.items() if s == PENDING)
+        uncertain = sum(b.changes for (_, s), b in counts.items() if s == UNCERTAIN)
+        self.metrics.queue_size.labels("discord_pending").set(pending)
+        self.metrics.queue_size.labels("discord_uncertain").set(uncertain)
+        per_channel: dict[str, tuple[int, float]] = {}
+        for route in self.routes.values():
+            if route.client is None:
+                continue
+            b = counts.get((route.name, PENDING), Backlog())
+            n, age = per_channel.get(self.channel(route), (0, 0.0))
+            per_channel[self.channel(route)] = (n + b.changes, max(age, b.oldest_seconds))
+        # Replaced as a whole: a channel no rule posts into any more (or a webhook's stand-in
+        # "webhook:ID" once its channel is known) must not keep its last value, or alert on it.
+        self.metrics.channel_backlog.clear()
+        self.metrics.channel_oldest.clear()
+        for channel, (n, age) in per_channel.items():
+            self.metrics.channel_backlog.labels(channel).set(n)
+            self.metrics.channel_oldest.labels(channel).set(age)
+        for channel in list(self._behind):
+            if channel not in per_channel:
+                self._behind.discard(channel)
+                self.metrics.channel_digest.labels(channel).set(0)
+        return counts
 
-    async def _load_pending(self) -> list[AppChanges]:
+    def _clear_backlog_gauges(self) -> None:
+        self.metrics.queue_size.labels("discord_pending").set(0)
+        self.metrics.channel_backlog.clear()
+        self.metrics.channel_oldest.clear()
+
+    async def _load_pending(self, route: Route) -> tuple[list[AppChanges], bool]:
+        """The oldest waiting changes of ``route`` by app, and whether they wait for an end date."""
+        name = route.name
+
         async def read(cur: Any) -> list[tuple[str, str | None]]:
-            return await ledger.oldest_pending(cur, FETCH_ROWS)
+            return await ledger.oldest_pending(cur, name, FETCH_ROWS)
 
         rows = await self.database.transaction(LEDGER, read)
         events: list[PriceChange] = []
@@ -342,15 +759,15 @@ class DiscordNotifier(Service):
                 logger.error("Discord ledger row %s is unreadable (%s): rejected", event_id, exc)
                 broken.append(event_id)
         if broken:
-            await self._set(broken, REJECTED, detail="unreadable change_json")
-            self.metrics.discord_deliveries.labels(REJECTED).inc(len(broken))
+            await self._set(route, broken, REJECTED, detail="unreadable change_json")
+            self._count(route, REJECTED, len(broken))
         if not events:
-            return []
+            return [], False
         events, hold = await self._with_end_dates(events)
         if hold:
-            return []
+            return [], True
         names = await self._names({e.app_id for e in events})
-        return group_by_app(events, names)
+        return group_by_app(events, names), False
 
     async def _with_end_dates(self, events: list[PriceChange]) -> tuple[list[PriceChange], bool]:
         """The events with the announced end of their new discount, when GetItems gave one.
@@ -392,7 +809,14 @@ class DiscordNotifier(Service):
 
         return await self.database.transaction(LEDGER, read)
 
-    async def _deliver(self, groups: Sequence[AppChanges], plan: MessagePlan) -> None:
+    def _count(self, route: Route, status: str, n: int) -> None:
+        self.metrics.discord_deliveries.labels(status).inc(n)
+        outcome = "sent" if status == SENT else "failed"
+        self.metrics.rule_changes.labels(self._label(route.name), outcome).inc(n)
+
+    async def _deliver(
+        self, route: Route, groups: Sequence[AppChanges], plan: MessagePlan, note: str | None
+    ) -> None:
         """Post one planned message until it is sent, rejected (split), or cannot be sent."""
         ids = [e.event_id for g in groups for e in g.events]
         problems = message_problems(plan.embeds)
@@ -401,13 +825,22 @@ class DiscordNotifier(Service):
             logger.error("Discord message breaks limits (%s): splitting it", "; ".join(problems))
             outcome = Outcome("reject", detail="limits: " + "; ".join(problems))
         body = payload(plan.embeds)
+        if note:
+            body["content"] = note
+        if plan.digest:
+            logger.info(
+                "Discord rule %r: a digest of %d apps%s",
+                route.name,
+                plan.count,
+                " (channel behind)" if note else "",
+            )
         while outcome is None:
-            await self._wait_turn()
-            if self.should_stop or not await self._hold_lock():
+            await self._wait_turn(route)
+            if self.should_stop or not route.enabled or not await self._hold_lock():
                 return
-            if not await self._set(ids, SENDING, only_from=PENDING):
+            if not await self._set(route, ids, SENDING, only_from=PENDING):
                 return
-            outcome = await self._attempt(body, ids, plan.digest)
+            outcome = await self._attempt(route, body, ids, plan.digest)
             if outcome.action == "sent":
                 return
             if outcome.action in ("retry_after", "ban", "backoff"):
@@ -418,22 +851,25 @@ class DiscordNotifier(Service):
         if len(groups) > 1:
             half = len(groups) // 2
             for part in (groups[:half], groups[half:]):
-                while part and self.enabled and not self.should_stop:
+                while part and route.enabled and not self.should_stop:
                     sub = plan_message(part, digest=plan.digest)
-                    await self._deliver(part[: sub.count], sub)
+                    await self._deliver(route, part[: sub.count], sub, note)
                     part = part[sub.count :]
             return
         logger.error(
-            "Discord refused the notification of app %d (%s): skipped, recorded as rejected",
+            "Discord refused the notification of app %d for rule %r (%s): recorded as rejected",
             groups[0].app_id,
+            route.name,
             outcome.detail,
         )
-        await self._set(ids, REJECTED, detail=outcome.detail[:255])
-        self.metrics.discord_deliveries.labels(REJECTED).inc(len(ids))
+        await self._set(route, ids, REJECTED, detail=outcome.detail[:255])
+        self._count(route, REJECTED, len(ids))
 
-    async def _attempt(self, body: dict[str, Any], ids: list[str], digest: bool) -> Outcome:
+    async def _attempt(
+        self, route: Route, body: dict[str, Any], ids: list[str], digest: bool
+    ) -> Outcome:
         """One POST and its bookkeeping, finished even if the service stops meanwhile."""
-        task = asyncio.ensure_future(self._post_and_record(body, ids, digest))
+        task = asyncio.ensure_future(self._post_and_record(route, body, ids, digest))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -443,63 +879,56 @@ class DiscordNotifier(Service):
                 await asyncio.wait_for(task, self.settings.discord_request_timeout_seconds + 5)
             raise
 
-    async def _post_and_record(self, body: dict[str, Any], ids: list[str], digest: bool) -> Outcome:
-        assert self.client is not None
-        outcome = await self.client.post(body)
+    async def _post_and_record(
+        self, route: Route, body: dict[str, Any], ids: list[str], digest: bool
+    ) -> Outcome:
+        client = route.client
+        assert client is not None
+        outcome = await client.post(body)
         if outcome.action == "sent":
+            self._attach(client)  # the answer may name another channel than we knew
             await self._set(
+                route,
                 ids,
                 SENT,
                 message_id=outcome.message_id,
                 detail="digest" if digest else None,
                 with_windows=True,
             )
-            self.metrics.discord_deliveries.labels(SENT).inc(len(ids))
+            self._count(route, SENT, len(ids))
             self.metrics.discord_messages.labels("digest" if digest else "embeds").inc()
             return outcome
         # Not posted (or refused): the rows go back to the queue before any wait, in the same
         # commit as the window the answer opened (a sender killed now leaves both behind).
-        self.client.react(outcome)
+        client.react(outcome)
+        await self._set(route, ids, PENDING, only_from=SENDING, with_windows=True)
         if outcome.action == "disable":
-            self._disable(outcome.detail)
-        await self._set(ids, PENDING, only_from=SENDING, with_windows=True)
-        if outcome.action == "disable":
-            await self._remember_disabled()
+            await self._disable(client.webhook, outcome.detail)
         return outcome
 
-    async def _wait_turn(self) -> None:
+    async def _wait_turn(self, route: Route) -> None:
         """Sleep until the bucket, any 429 pause and the channel window all allow a message."""
-        assert self.client is not None
+        assert route.client is not None
         while not self.should_stop:
-            wait = self.client.delay(time.monotonic())
+            wait = route.client.delay(time.monotonic())
             if wait <= 0:
                 return
             await self.sleep(wait)
 
-    async def _remember_disabled(self) -> None:
-        """Persist the disabled state, so that no worker calls this webhook again."""
-        assert self.client is not None
-        webhook, reason = self.client.webhook, self.disabled_reason[:255]
+    async def _disable(self, webhook: Webhook, detail: str) -> None:
+        """A deleted or unauthorised webhook: its rules stop, remembered for every worker."""
+        self.disabled_hooks[webhook.key] = detail
+        self._apply_disabled(webhook.key, detail, announce=True)
+        self.metrics.discord_deliveries.labels("disabled").inc()
 
         async def work(cur: Any) -> None:
-            await ledger.disable_webhook(cur, webhook.key, webhook.webhook_id, reason)
+            await ledger.disable_webhook(cur, webhook.key, webhook.webhook_id, detail[:255])
 
         await self.database.transaction(LEDGER, work)
 
-    def _disable(self, detail: str) -> None:
-        assert self.client is not None
-        self.disabled_reason = detail
-        self.metrics.discord_webhook_enabled.set(0)
-        self.metrics.discord_deliveries.labels("disabled").inc()
-        logger.error(
-            "Discord webhook %s disabled (%s): no more calls until DISCORD_WEBHOOK_URL changes;"
-            " changes stay queued in discord_deliveries",
-            self.client.webhook.redacted,
-            detail,
-        )
-
     async def _set(
         self,
+        route: Route,
         ids: Sequence[str],
         status: str,
         *,
@@ -515,19 +944,30 @@ class DiscordNotifier(Service):
         """
         if not ids:
             return True
-        client = self.client
+        rule = route.name
+        channel = self.channel(route) if status == SENDING else None
+        client = route.client
         windows = client.unsaved() if with_windows and client is not None else []
         learned = with_windows and client is not None and client.channel_learned
         channel_id = client.channel_id if learned and client is not None else None
 
         async def work(cur: Any) -> int:
             moved = await ledger.move(
-                cur, ids, status, only_from=only_from, message_id=message_id, detail=detail
+                cur,
+                rule,
+                ids,
+                status,
+                only_from=only_from,
+                message_id=message_id,
+                detail=detail,
+                channel_id=channel,
             )
             if client is not None and (windows or channel_id):
                 await ledger.store_windows(
                     cur, windows, time.monotonic(), client.webhook.webhook_id, channel_id
                 )
+            if client is not None and channel_id:
+                await ledger.set_rule_channel(cur, client.webhook.key, channel_id)
             return moved
 
         moved = await self.database.transaction(LEDGER, work)
@@ -537,12 +977,13 @@ class DiscordNotifier(Service):
                 client.channel_learned = False
         if only_from and moved != len(ids):
             logger.warning(
-                "Discord ledger: %d of %d changes were no longer %s; message re-planned",
+                "Discord ledger: %d of %d changes of rule %r were no longer %s; re-planned",
                 len(ids) - moved,
                 len(ids),
+                rule,
                 only_from,
             )
             if status == SENDING:
-                await self._set(ids, PENDING, only_from=SENDING)
+                await self._set(route, ids, PENDING, only_from=SENDING)
             return False
         return True

@@ -66,6 +66,11 @@ class Webhook:
         return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/***"
 
     @property
+    def object_url(self) -> str:
+        """``GET`` here answers the webhook object (with its ``channel_id``), no auth needed."""
+        return f"{self.base}/api/v{API_VERSION}/webhooks/{self.webhook_id}/{self.token}"
+
+    @property
     def key(self) -> str:
         """A stable, non-reversible name of this id + token (to remember a disabled webhook)."""
         return hashlib.sha256(f"{self.webhook_id}/{self.token}".encode()).hexdigest()
@@ -196,6 +201,8 @@ class MessageWindow:
         self.period = period
         self.margin = period / 240 if margin is None else margin
         self._sent: deque[float] = deque()
+        # A 429 of scope "shared" (the channel's hidden limit) holds every webhook of the channel.
+        self.not_before = 0.0
 
     def _trim(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.period - self.margin:
@@ -204,9 +211,10 @@ class MessageWindow:
     def delay(self, now: float) -> float:
         """Seconds to wait before the next message may leave."""
         self._trim(now)
+        held = self.not_before - now
         if len(self._sent) < self.limit:
-            return 0.0
-        return self._sent[len(self._sent) - self.limit] + self.period + self.margin - now
+            return max(held, 0.0)
+        return max(held, self._sent[len(self._sent) - self.limit] + self.period + self.margin - now)
 
     def record(self, at: float) -> None:
         self._sent.append(at)
@@ -245,23 +253,52 @@ def window_scope(outcome: Outcome, webhook_id: str, channel_id: str | None) -> t
 # ---------------------------------------------------------------------- client
 
 
-class WebhookClient:
-    """Posts to one webhook and keeps the waits Discord asks for (one HTTP session).
+class Gate:
+    """A pause every webhook of this process obeys: a global 429, a Cloudflare ban of the IP."""
 
-    Not a service of its own: the notifier opens and closes it, and sleeps (stoppably) for
-    :meth:`delay` before each request. Every wait Discord asks for is also kept as a
-    :class:`Window` until the notifier has stored it (:meth:`unsaved`, :meth:`saved`), and the
-    windows a previous sender stored are honoured through :meth:`honour`: a crash forgets none.
+    def __init__(self) -> None:
+        self.not_before = 0.0  # monotonic
+
+
+def new_session(settings: Settings) -> aiohttp.ClientSession:
+    """The process's HTTP session for Discord (explicit timeout, no cookies)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.discord_request_timeout_seconds),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+class WebhookClient:
+    """Posts to one webhook and keeps the waits Discord asks for.
+
+    Not a service of its own: the notifier gives it the process's HTTP session, the window of
+    the channel the webhook posts into (shared by every webhook of that channel) and the gate
+    of global pauses, and sleeps (stoppably) for :meth:`delay` before each request.
+    Standalone (``alerts test``), :meth:`open` makes a session of its own. Every wait Discord
+    asks for is also kept as a :class:`Window` until the notifier has stored it
+    (:meth:`unsaved`, :meth:`saved`), and the windows a previous sender stored are honoured
+    through :meth:`honour`: a crash forgets none.
     """
 
-    def __init__(self, webhook: Webhook, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        webhook: Webhook,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        window: MessageWindow | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         self.webhook = webhook
         self.settings = settings
         self.metrics = metrics
-        self.window = MessageWindow(
+        self.window = window or MessageWindow(
             settings.discord_channel_messages, settings.discord_channel_window_seconds
         )
-        self._session: aiohttp.ClientSession | None = None
+        self.gate = gate or Gate()
+        self._session = session
+        self._own_session = False
         self._not_before = 0.0  # monotonic time before which no request may leave
         self._backoff = FIRST_BACKOFF_SECONDS
         # The channel this webhook posts into, from Discord's answers (or a previous sender).
@@ -270,19 +307,50 @@ class WebhookClient:
         self._unsaved: dict[tuple[str, str], Window] = {}
 
     def open(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.discord_request_timeout_seconds),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._session = new_session(self.settings)
+        self._own_session = True
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._own_session:
             await self._session.close()
-            self._session = None
+        self._session = None
 
     def delay(self, now: float) -> float:
         """Seconds until the bucket, any 429 pause and the channel window allow a message."""
-        return max(self._not_before - now, self.window.delay(now))
+        return max(self._not_before - now, self.gate.not_before - now, self.window.delay(now))
+
+    async def fetch_channel(self) -> tuple[str | None, Outcome | None]:
+        """``GET`` the webhook object: (its ``channel_id``, None), or (None, the failure).
+
+        The answer's bucket headers are obeyed like a post's; a 404/401 is ``disable``.
+        """
+        assert self._session is not None
+        try:
+            async with self._session.get(self.webhook.object_url) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "network"
+            self.metrics.api_requests.labels(ENDPOINT, kind).inc()
+            return None, Outcome("backoff", detail=f"{kind}: {exc.__class__.__name__}")
+        self.metrics.api_requests.labels(ENDPOINT, str(status)).inc()
+        outcome = classify_response(
+            status,
+            headers,
+            raw,
+            max_wait=self.settings.discord_max_retry_wait_seconds,
+            api_version=self.webhook.api_version,
+        )
+        if outcome.action != "sent":
+            return None, outcome
+        try:
+            channel = json.loads(raw).get("channel_id")
+        except (ValueError, AttributeError):
+            channel = None
+        if not isinstance(channel, str) or not channel.isdigit():
+            return None, Outcome("backoff", detail="webhook object without a channel_id")
+        return channel, None
 
     async def post(self, body: dict[str, Any]) -> Outcome:
         """One request; a network error or timeout is an Outcome too (``backoff``)."""
@@ -358,7 +426,12 @@ class WebhookClient:
         self._hold(Window(scope, key, until, reason))
 
     def _hold(self, window: Window) -> None:
+        """Hold what ``window`` applies to: this webhook, its channel or every webhook."""
         self._not_before = max(self._not_before, window.until)
+        if window.scope == GLOBAL:  # a global 429 or an IP ban holds every webhook
+            self.gate.not_before = max(self.gate.not_before, window.until)
+        elif window.scope == CHANNEL:  # the channel's limit: every webhook posting into it
+            self.window.not_before = max(self.window.not_before, window.until)
         where = (window.scope, window.key)
         known = self._unsaved.get(where)
         if known is None or window.until > known.until:

@@ -96,17 +96,18 @@ async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicate
     assert all(r.query["filters"] == "price_overview" for r in requests)  # type: ignore[attr-defined]
     assert steam.count_429 == 0
 
-    # The same ids again while they are fresh: the same round, no second request.
+    # The same ids again while they are fresh: no second request now; each is coalesced into
+    # one re-check at the end of the seed dedupe window (tests/integration/test_reseed.py).
     assert "Sent 250 app ids" in await pipeline.cli("seed", "--file", str(ids_file))
 
     async def metrics_page() -> str:
         text = await worker.metrics()
-        seeds = metric_or_zero(
-            text, "steam_kafka_messages_total", topic="app-ids", operation="consumed"
+        coalesced = metric_or_zero(
+            text, "steam_games_processed_total", task="schedule", status="recheck_coalesced"
         )
-        return text if seeds >= 500 else ""
+        return text if coalesced >= 250 else ""
 
-    text = await wait_for("the second seeding to be consumed", metrics_page)
+    text = await wait_for("the second seeding to be coalesced", metrics_page)
     assert len(appdetails_requests(steam)) == 9
     assert metric_or_zero(text, "steam_queue_size", queue="tracked") == 250
     assert metric_or_zero(text, "steam_queue_size", queue="failed") == 0

@@ -129,7 +129,8 @@ async def test_deleted_webhook_is_never_called_again_until_reconfigured(
         await notifiers.stop(n)
         again = await notifiers.start(url)
         await wait_for("the restart to know", lambda: _true(again.disabled_reason))
-        assert len(fake.requests) == 1 and fake.calls_after_delete == 0
+        # The deletion was found by asking for the webhook's channel (GET), before any post.
+        assert fake.webhook_gets == [("16", 404)] and fake.requests == []
         await notifiers.stop(again)
 
         # A new webhook URL is a new configuration: everything queued is delivered once.
@@ -198,9 +199,9 @@ async def test_filters_skip_changes_and_record_why(notifiers: Notifiers) -> None
             "SELECT app_id, detail FROM discord_deliveries WHERE status = 'skipped' ORDER BY 1"
         )
         assert rows == [
-            (2, "filter: discount 10% < DISCORD_MIN_DISCOUNT"),
-            (3, "filter: region not in DISCORD_REGIONS"),
-            (4, "filter: discount 0% < DISCORD_MIN_DISCOUNT"),
+            (2, "filter: discount 10% < 30%"),
+            (3, "filter: region not watched"),
+            (4, "filter: discount 0% < 30%"),
         ]
         assert metric(n, "steam_discord_deliveries_total", status="skipped") == 3
 

@@ -19,6 +19,7 @@ from tests.support.checks import (
     commit_problems,
     metric,
     pipeline_status_while_stopping,
+    seconds_to_progress,
     sweep_problems,
     wait_until_right,
 )
@@ -50,21 +51,25 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
         assert len(changes) > 200
         mark = len(steam.requests)
         await seed_apps(run.pipeline, apps)
-        # First crash a quarter into the sweep, the second once the restarted worker has
-        # crawled again.
+        # First crash a third into the sweep, the second as soon as the restarted worker has
+        # stored a new price: the rest of the sweep is the second restart's work.
         await served_at_least(steam, mark, 8)
         await worker.stop(signal.SIGKILL)
-        await worker.start(wait=False)
-        await served_at_least(steam, mark, 20)
+        first = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
         await worker.stop(signal.SIGKILL)
         restarted = time.monotonic()
-        await worker.start(wait=False)
+        second = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
+        print(
+            f"PROGRESS sigkill: first new MySQL row {first:.1f} s and {second:.1f} s after"
+            " each restart"
+        )
 
-        took = await wait_until_right(
+        await wait_until_right(
             "every row and message after two crashes",
             lambda: sweep_problems(run.pipeline, catalog, discord),
             timeout=120,
         )
+        took = time.monotonic() - restarted
         # Whatever was still in flight must not add anything once everything is consumed.
         await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
         assert await sweep_problems(run.pipeline, catalog, discord) == ""
@@ -107,12 +112,14 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
         restart_mark = len(steam.requests)
 
         restarted = time.monotonic()
-        await worker.start(wait=False)
-        took = await wait_until_right(
+        progress = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
+        print(f"PROGRESS sigterm: first new MySQL row {progress:.1f} s after the restart")
+        await wait_until_right(
             "every row and message after a graceful stop",
             lambda: sweep_problems(run.pipeline, catalog, discord),
             timeout=90,
         )
+        took = time.monotonic() - restarted
         await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
         assert await sweep_problems(run.pipeline, catalog, discord) == ""
         await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)

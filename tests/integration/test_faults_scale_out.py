@@ -2,9 +2,10 @@
 
 Each worker has its own web port and data dir. While both run, the partitions are split between
 them and every app is priced by exactly one of them per round. Then one is killed (SIGKILL)
-during a sweep with changes pending: the survivor takes its partitions and its tables (it held
-standby replicas), finishes the sweep without losing or repeating a row or a notification, and
-a further round proves it has the dead worker's price state (a change is detected against it).
+during a sweep with changes pending and restarted at once: its partitions move on again. Then
+it is killed for good: the survivor takes its partitions and its tables (it held standby
+replicas), finishes the sweep without losing or repeating a row or a notification, and a further
+round proves it has the dead worker's price state (a change is detected against it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tests.support.checks import (
     apps_requested,
     commit_problems,
     metric,
+    partition_of,
+    seconds_to_progress,
     sweep_problems,
     wait_until_right,
 )
@@ -28,6 +31,7 @@ from tests.support.faults import (
     SWEEP_ENV,
     FaultRun,
     first_sweep,
+    past_seed_window,
     served_at_least,
 )
 from tests.support.infra import wait_for
@@ -49,6 +53,7 @@ async def crawled(worker: Worker) -> float:
 
 async def next_round(run: FaultRun, catalog: Catalog, workers: list[Worker]) -> float:
     """Seed every app again; wait until everything is right and settled; the seconds taken."""
+    await past_seed_window(run)
     await seed_apps(run.pipeline, catalog.apps)
     took = await wait_until_right(
         "a sweep", lambda: sweep_problems(run.pipeline, catalog, run.discord), timeout=90
@@ -68,7 +73,7 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         alone = await assigned(w1)
         w2 = run.pipeline.worker("w2")
         await w2.start()
-        assert w1.port != w2.port and w1.data_dir != w2.data_dir
+        assert w1.port != w2.port and w1.workdir != w2.workdir
 
         async def split() -> bool:
             a, b = await assigned(w1), await assigned(w2)
@@ -83,8 +88,32 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         c1, c2 = await crawled(w1), await crawled(w2)
         assert c1 > 0 and c2 > 0 and c1 + c2 == len(APPS), (c1, c2)
 
-        # Round 2: changes pending, and w2 dies a few requests into the sweep.
+        # Round 2: changes pending, and w2 dies a few requests into the sweep and is restarted
+        # at once: its partitions move on again (the survivor's never stopped).
         catalog.mutate(0.1)
+        owned = await w2.partitions()
+        partitions = int(run.pipeline.env["TOPIC_PARTITIONS"])
+        its_apps = [a for a in APPS if partition_of(a, partitions) in owned]
+        assert owned and its_apps
+        mark = len(steam.requests)
+        await seed_apps(run.pipeline, APPS)
+        await served_at_least(steam, mark, 4)
+        await w2.stop(signal.SIGKILL)
+        restarted = await seconds_to_progress(
+            run.pipeline, lambda: w2.start(wait=False), apps=its_apps
+        )
+        await wait_until_right(
+            "every row and message after a worker's restart",
+            lambda: sweep_problems(run.pipeline, catalog, discord),
+            timeout=120,
+        )
+        await wait_until_right("the workers to settle", Quiet(run.pipeline, [w1, w2]), 60)
+        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        assert set(apps_requested(steam, mark)) == set(APPS)
+
+        # Round 3: changes pending, and w2 dies for good a few requests into the sweep.
+        catalog.mutate(0.1)
+        await past_seed_window(run)
         mark = len(steam.requests)
         await seed_apps(run.pipeline, APPS)
         await served_at_least(steam, mark, 4)
@@ -94,7 +123,7 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         async def took_over() -> bool:
             return await assigned(w1) == alone
 
-        await wait_for("w1 to take every partition", took_over, timeout=60)
+        await wait_for("w1 to take every partition", took_over, timeout=150)
         takeover = time.monotonic() - killed
         took = await wait_until_right(
             "every row and message after losing a worker",
@@ -106,7 +135,7 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         assert set(apps_requested(steam, mark)) == set(APPS)
 
-        # Round 3 on w1 alone: changes of apps w2 used to own are detected against the state
+        # Round 4 on w1 alone: changes of apps w2 used to own are detected against the state
         # w2 left (were it missing, they would be taken for first prices and not recorded).
         changes = catalog.mutate(0.1)
         assert len(changes) > 50
@@ -114,8 +143,9 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         await next_round(run, catalog, [w1])
         assert apps_requested(steam, mark) == Counter(dict.fromkeys(APPS, 1))
         print(
-            f"RECOVERY scale-out: survivor owned every partition {takeover:.1f} s after the kill;"
-            f" all rows and messages right {took:.1f} s after it"
+            f"PROGRESS two workers: first new MySQL row of the killed worker's apps {restarted:.1f}"
+            f" s after its restart; killed for good, the survivor owned every partition"
+            f" {takeover:.1f} s after the kill, all rows and messages right {took:.1f} s after it"
         )
         assert w1.proc is not None and w1.proc.returncode is None
         assert await run.leaks() == []

@@ -46,7 +46,6 @@ ENV = {
     "MAX_FAILURES": "1",
     # The app-list poller runs too, with the Web API key in its URLs, against faults of its own.
     "DISCOVERY_INTERVAL_SECONDS": "2",
-    "SEED_DEDUPE_SECONDS": "1",
 }
 
 

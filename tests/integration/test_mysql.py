@@ -23,6 +23,7 @@ from steamprice.models import Observation, PriceChange
 from steamprice.storage import write_batches, write_changes, write_observations
 from tests.support.database import Db
 from tests.support.infra import MYSQL
+from tests.support.records import price_change
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists")  # IF NOT EXISTS notes
 
@@ -47,21 +48,13 @@ def o(app_id: int, minutes: int, final: int | None, cc: str = "us") -> Observati
 
 
 def change(app_id: int, minutes: int, old: int, new: int) -> PriceChange:
-    return PriceChange(
+    """A discount starting (``new < old``) or ending on ``app_id``, ``minutes`` after T."""
+    return price_change(
+        app_id,
         event_id=f"ev-{app_id}-{minutes}",
-        app_id=app_id,
-        cc="us",
         kind="discount_started" if new < old else "discount_ended",
-        old_status="priced",
-        new_status="priced",
-        old_currency="USD",
-        new_currency="USD",
-        old_initial=1999,
         old_final=old,
-        old_discount=0,
-        new_initial=1999,
         new_final=new,
-        new_discount=50,
         observed_at=T + timedelta(minutes=minutes),
         previous_observed_at=T,
         new_historical_low=new < old,

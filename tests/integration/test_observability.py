@@ -307,6 +307,8 @@ async def check_status_command(pipeline: Pipeline, worker: Worker) -> None:
         "in_flight": 0,
         "failed": 1,
         "failed_app_ids": [30],
+        "rechecks": 0,
+        "next_recheck_at": None,
     }
     regions = {r["cc"]: r for r in report["regions"]}
     assert set(regions) == {"us", "gb"}

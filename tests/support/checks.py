@@ -7,7 +7,8 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -191,6 +192,38 @@ async def sweep_problems(pipeline: Pipeline, catalog: Catalog, discord: Any = No
         ):
             problems.append(f"Discord: {wrong}")
     return " | ".join(problems)
+
+
+def partition_of(app_id: int, partitions: int) -> int:
+    """The partition of an app's messages: keys are the app id as JSON text, spread by the
+    producer's default partitioner (murmur2), on every topic of the pipeline alike."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(str(app_id).encode()) & 0x7FFFFFFF) % partitions
+
+
+async def seconds_to_progress(
+    pipeline: Pipeline,
+    restart: Callable[[], Awaitable[object]],
+    apps: Collection[int] = (),
+    timeout: float = 180.0,
+) -> float:
+    """Run ``restart``; the seconds from then to the first new row of ``price_current`` (a price
+    observed after the restart), of one of ``apps`` if given.
+
+    What an operator watching MySQL sees as "working again" after a crash or a stop.
+    """
+    started, since = time.monotonic(), datetime.now(UTC).replace(tzinfo=None)
+    await restart()
+    where = " AND app_id IN (" + ",".join(str(int(a)) for a in apps) + ")" if apps else ""
+    sql = f"SELECT COUNT(*) FROM price_current WHERE observed_at > %s{where}"
+
+    async def new_row() -> bool:
+        rows = await pipeline.query(sql, (since,))
+        return bool(rows and rows[0][0])
+
+    await wait_for("a new row in price_current", new_row, timeout=timeout, every=0.1)
+    return time.monotonic() - started
 
 
 async def wait_until_right(

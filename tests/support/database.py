@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import aiomysql
-
 from steamprice.database import Database
 from steamprice.metrics import Metrics
 from steamprice.settings import Settings
-from tests.support.infra import MYSQL
+from tests.support.infra import MYSQL, sql
 
 # The tables the MySQL sinks write.
 TABLES = ("apps", "price_current", "price_history", "price_changes")
@@ -27,8 +25,8 @@ class Db:
         self.metrics = Metrics.create()
         self.service = Database(self.settings, self.metrics)
 
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        return await query(self.name, sql, args)
+    async def query(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return await sql(statement, args, db=self.name)
 
     async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the sink's tables, server-set timestamps included (a no-op must not
@@ -36,21 +34,10 @@ class Db:
         return {t: await self.query(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
 
 
-async def query(db: str, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-    """Every row ``sql`` returns from database ``db`` on the shared server (autocommit)."""
-    conn = await aiomysql.connect(**MYSQL, db=db, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(sql, args)
-            return list(await cur.fetchall())
-    finally:
-        conn.close()
+async def query(db: str, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Every row ``statement`` returns from database ``db`` on the shared server (autocommit)."""
+    return await sql(statement, args, db=db)
 
 
 async def drop_database(name: str) -> None:
-    conn = await aiomysql.connect(**MYSQL, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    await sql(f"DROP DATABASE IF EXISTS `{name}`")

@@ -28,6 +28,27 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+async def sql(
+    statement: str,
+    args: Any = None,
+    *,
+    db: str | None = None,
+    server: dict[str, Any] = MYSQL,
+    more: Sequence[tuple[str, Any]] = (),
+) -> list[tuple[Any, ...]]:
+    """Run ``statement`` (then ``more`` statements) on a fresh autocommit connection; its rows."""
+    conn = await aiomysql.connect(**server, **({"db": db} if db else {}), autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(statement, args)
+            rows = list(await cur.fetchall())
+            for other, other_args in more:
+                await cur.execute(other, other_args)
+            return rows
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,10 +159,6 @@ async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[i
         await consumer.stop()
 
 
-# The fault tests' fakes, imported by those modules in place of conftest's ``steam`` and
-# ``discord`` fixtures.
-
-
 class PrivateMariaDB:
     """A mariadbd of a test's own (temp datadir, free port), for tests that must break it.
 
@@ -208,14 +225,8 @@ class PrivateMariaDB:
             except TimeoutError:
                 await self.kill()
 
-    async def query(self, db: str, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = await aiomysql.connect(**self.mysql, db=db, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        finally:
-            conn.close()
+    async def query(self, db: str, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return await sql(statement, args, db=db, server=self.mysql)
 
 
 def _os_user() -> str:
@@ -349,14 +360,10 @@ class MySQLUser:
     def env(self) -> dict[str, str]:
         return {"MYSQL_USER": self.name, "MYSQL_PASSWORD": self.password}
 
-    async def _run(self, *statements: tuple[str, Sequence[Any]]) -> None:
-        conn = await aiomysql.connect(**MYSQL, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                for sql, args in statements:
-                    await cur.execute(sql, args)
-        finally:
-            conn.close()
+    async def _run(
+        self, first: tuple[str, Sequence[Any]], *more: tuple[str, Sequence[Any]]
+    ) -> None:
+        await sql(*first, more=more)
 
     async def create(self) -> None:
         await self._run(

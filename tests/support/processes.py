@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import pymysql
+import aiomysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from steamprice.database import error_code
-from tests.support.database import drop_database, query
-from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, stop_process, wait_for
-
-UNKNOWN_DATABASE = 1049
+from tests.support.infra import KAFKA, MYSQL, free_port, produce_raw, sql, stop_process, wait_for
 
 T = TypeVar("T")
+# MySQL error codes: ER_BAD_DB_ERROR, and the client's own (connection) errors from 2000 up.
+UNKNOWN_DATABASE, CLIENT_ERRORS = 1049, 2000
 
 
 class Pipeline:
@@ -58,29 +56,47 @@ class Pipeline:
     def topic(self, short: str) -> str:
         return f"{self.app_id}.{short}"
 
-    def worker(self, name: str = "w1", **env: str) -> Worker:
-        w = Worker(self, name, env)
+    def worker(self, name: str = "w1", workdir: Path | None = None, **env: str) -> Worker:
+        w = Worker(self, name, env, workdir)
         self.workers.append(w)
         return w
 
-    async def cli(self, *args: str, stdin: bytes | None = None) -> str:
-        """Run ``steamprice ARGS`` with this pipeline's settings; returns its output."""
+    async def cli(self, *args: str, stdin: bytes | None = None, workdir: Path | None = None) -> str:
+        """Run ``steamprice ARGS`` with this pipeline's settings; returns its output.
+
+        From ``workdir`` (a worker's) with the default ``DATA_DIR``, else from a directory of
+        its own."""
+        code, text = await self.run_cli(*args, stdin=stdin, workdir=workdir)
+        if code != 0:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {code}:\n{text}")
+        return text
+
+    async def cli_fails(self, *args: str, status: int = 1) -> str:
+        """Run ``steamprice ARGS``, which must exit with ``status``; returns its output."""
+        got, text = await self.run_cli(*args)
+        if got != status:
+            raise AssertionError(f"steamprice {' '.join(args)} exited {got}, not {status}:\n{text}")
+        return text
+
+    async def run_cli(
+        self, *args: str, stdin: bytes | None = None, workdir: Path | None = None
+    ) -> tuple[int, str]:
+        """Like :meth:`cli`, for a command that may fail: its exit code and output."""
+        env = self.env if workdir else {**self.env, "DATA_DIR": str(self.tmp / "cli-data")}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "steamprice",
             *args,
-            env={**self.env, "DATA_DIR": str(self.tmp / "cli-data")},
+            env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            cwd=self.tmp,
+            cwd=workdir or self.tmp,
         )
         out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
-        text = out.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise AssertionError(f"steamprice {' '.join(args)} exited {proc.returncode}:\n{text}")
-        return text
+        assert proc.returncode is not None
+        return proc.returncode, out.decode("utf-8", "replace")
 
     async def send_raw(self, short: str, values: list[bytes], key: bytes | None = None) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.kafka)
@@ -117,35 +133,38 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    async def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    async def query(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
         try:
-            return await query(self.db, sql, args)
-        except pymysql.err.OperationalError as exc:
-            if error_code(exc) == UNKNOWN_DATABASE:  # the worker has not created it yet
+            return await sql(statement, args, db=self.db)
+        except aiomysql.OperationalError as exc:
+            # Not there yet (the worker creates the database) or not reachable: nothing to read.
+            if exc.args and (exc.args[0] == UNKNOWN_DATABASE or exc.args[0] >= CLIENT_ERRORS):
                 return []
             raise
 
     async def close(self) -> None:
         for w in self.workers:
             await w.stop()
-        await drop_database(self.db)
+        await sql(f"DROP DATABASE IF EXISTS `{self.db}`")
 
 
 class Worker:
-    """A ``steamprice worker`` subprocess with its log in a file."""
+    """A ``steamprice worker`` subprocess with its log in a file.
 
-    def __init__(self, pipeline: Pipeline, name: str, env: dict[str, str]) -> None:
+    Each worker runs in a working directory of its own with the default ``DATA_DIR``, as an
+    operator runs one (the tests exercise the default, not a path of their choosing).
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, name: str, env: dict[str, str], workdir: Path | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.name = name
         self.port = free_port()
-        self.data_dir = pipeline.tmp / f"{name}-data"
+        self.workdir = workdir or pipeline.tmp / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = pipeline.tmp / f"{name}.log"
-        self.env = {
-            **pipeline.env,
-            "WEB_PORT": str(self.port),
-            "DATA_DIR": str(self.data_dir),
-            **env,
-        }
+        self.env = {**pipeline.env, "WEB_PORT": str(self.port), **env}
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -164,7 +183,7 @@ class Worker:
             env=self.env,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            cwd=self.pipeline.tmp,
+            cwd=self.workdir,
         )
         log.close()
         if wait:
@@ -194,6 +213,22 @@ class Worker:
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as s, s.get(f"{self.url}/metrics") as r:
             return await r.text()
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the worker keeps its state: the default ``DATA_DIR``, unless the test set one."""
+        return self.workdir / self.env.get("DATA_DIR", f"data/{self.env['APP_ID']}")
+
+    async def exited(self, timeout: float = 90.0) -> int:
+        """Wait for the worker to end on its own; its exit code."""
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def partitions(self, short: str = "schedule") -> set[int]:
+        """The partitions of a pipeline topic this worker owns (Faust's ``/assignment/``)."""
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/assignment/") as r:
+            actives = (await r.json())["actives"]
+        return set(actives.get(self.pipeline.topic(short), ()))
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         return await stop_process(self.proc, sig, timeout)

@@ -10,12 +10,16 @@ from steamprice.models import Observation, PriceChange
 T = datetime(2025, 8, 18, 17, 0, tzinfo=UTC)
 
 
-def price_change(**overrides: Any) -> PriceChange:
-    """A discount starting on app 730 in the US (19.99 -> 9.99, 50 %); any field overridden."""
+def price_change(app_id: int = 730, cc: str = "us", **overrides: Any) -> PriceChange:
+    """A discount starting (19.99 -> 9.99, 50 %) on ``app_id`` in ``cc``; any field overridden.
+
+    The event id is ``ev-<app>-<cc>-<kind>`` unless given: distinct apps and regions never
+    collide in a ledger or table keyed by it.
+    """
     fields: dict[str, Any] = {
-        "event_id": "e",
-        "app_id": 730,
-        "cc": "us",
+        "event_id": f"ev-{app_id}-{cc}-{overrides.get('kind', 'discount_started')}",
+        "app_id": app_id,
+        "cc": cc,
         "kind": "discount_started",
         "old_status": "priced",
         "new_status": "priced",

@@ -22,7 +22,10 @@ from typing import Any
 import faust
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
+from faust.tables import TableManager as FaustTableManager
+from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -53,6 +56,9 @@ METHODS: list[tuple[type, str, str]] = [
     (FaustConsumer, "ack", "self, message"),
     (FaustConsumer, "seek", "self, partition, offset"),
     (faust.App, "_new_transport", "self"),
+    # Table recovery's offsets check, and aiokafka's coordinator request (static membership).
+    (FaustRecovery, "_build_offsets", "self, consumer, tps, destination, title"),
+    (GroupCoordinator, "_send_req", "self, request"),
 ]
 # Private attributes of a faust consumer that kafka.py reads or changes, and their types.
 CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
@@ -71,11 +77,15 @@ PRIVATE = {
     "call_thread",  # mode's thread hand-off, internal to faust's consumer
     "_tp_index",  # the conductor's index of channels by partition
     "_subscription",  # aiokafka's subscription state
+    "_coordinator",  # aiokafka consumer's group coordinator
+    "_group_instance_id",  # the coordinator's static member id
 }
 BASES = {
     kafka.ConsumerThread: FaustThread,
     kafka.Consumer: FaustConsumer,
     kafka.App: faust.App,
+    kafka.Recovery: FaustRecovery,
+    kafka.TableManager: FaustTableManager,
 }
 
 
@@ -126,6 +136,18 @@ def test_the_message_and_app_fields_kafka_py_reads() -> None:
     tree.addi(3, 5)
     tree.merge_overlaps()
     assert tree.overlap(0, 4) and (tree.chop(0, 5) or True) and not tree
+
+
+def test_the_coordinator_and_recovery_internals_kafka_py_relies_on() -> None:
+    # Static membership: the id is read from the coordinator, which the consumer keeps.
+    assert "self._group_instance_id = group_instance_id" in inspect.getsource(
+        GroupCoordinator.__init__
+    )
+    assert "self._coordinator" in inspect.getsource(AIOKafkaConsumer.__init__)
+    # kafka.TableManager's recovery property fills faust's own cache attribute.
+    assert "self._recovery" in inspect.getsource(FaustTableManager.__init__)
+    assert isinstance(FaustTableManager.recovery, property)
+    assert "active_highwaters" in inspect.getsource(FaustRecovery.__init__)
 
 
 async def test_aiokafka_subscription_state_as_kafka_py_walks_it() -> None:

@@ -1,4 +1,4 @@
-"""The notifier's rules without a network: opt-in filters, the channel window, its settings."""
+"""The notifier's rules without a network: the default rule's filters, the channel window, settings."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
-from steamprice.notify.filters import NotifyFilter
 from steamprice.notify.lock import lock_name
+from steamprice.notify.rules import AlertRule, default_rule
 from steamprice.notify.webhook import (
     CHANNEL,
     GLOBAL,
@@ -20,52 +20,63 @@ from steamprice.notify.webhook import (
     parse_webhook_url,
     window_scope,
 )
-from steamprice.settings import Settings, SettingsError, load_settings
+from steamprice.settings import Secret, Settings, SettingsError, load_settings
 from tests.support.notify import price_change
 
+HOOK = "https://discord.com/api/webhooks/1/token"
 
-def test_default_filter_lets_every_change_through() -> None:
-    f = NotifyFilter.from_settings(Settings())
+
+def rule_of(**kw: object) -> AlertRule:
+    settings = Settings(discord_webhook_url=Secret(HOOK), **kw)  # type: ignore[arg-type]
+    rule = default_rule(settings)
+    assert rule is not None
+    return rule
+
+
+def test_default_rule_lets_every_change_through() -> None:
+    f = rule_of()
     for kind in ("discount_started", "list_price_increased", "became_unknown"):
         assert f.skip_reason(price_change(kind=kind, new_status="unknown", new_final=None)) is None
 
 
 @pytest.mark.parametrize(
-    ("flt", "event", "reason"),
+    ("settings", "event", "reason"),
     [
-        (NotifyFilter(watchlist=frozenset({570})), price_change(), "not in DISCORD_WATCHLIST"),
-        (NotifyFilter(regions=frozenset({"gb"})), price_change(), "region not in DISCORD_REGIONS"),
+        ({"discord_watchlist": (570,)}, price_change(), "app not in the watchlist"),
+        ({"discord_regions": ("gb",)}, price_change(), "region not watched"),
         (
-            NotifyFilter(kinds=frozenset({"discount_ended"})),
+            {"discord_kinds": ("discount_ended",)},
             price_change(),
-            "kind not in DISCORD_KINDS",
+            "kind discount_started not watched",
         ),
-        (NotifyFilter(min_discount=60), price_change(), "discount 50% < DISCORD_MIN_DISCOUNT"),
+        ({"discord_min_discount": 60}, price_change(), "discount 50% < 60%"),
         # A "discount" with final >= initial (free-to-keep promotion) is no real cut.
         (
-            NotifyFilter(min_discount=10),
+            {"discord_min_discount": 10},
             price_change(new_final=1999, new_discount=100),
-            "discount 0% < DISCORD_MIN_DISCOUNT",
+            "discount 0% < 10%",
         ),
         (
-            NotifyFilter(min_discount=10),
+            {"discord_min_discount": 10},
             price_change(kind="became_unpriced", new_status="no_price", new_final=None),
-            "discount 0% < DISCORD_MIN_DISCOUNT",
+            "discount 0% < 10%",
         ),
-        (NotifyFilter(only_historical_lows=True), price_change(), "not a historical low"),
+        ({"discord_only_historical_lows": True}, price_change(), "not a historical low"),
     ],
 )
-def test_each_filter_names_why_it_skips(flt: NotifyFilter, event: PriceChange, reason: str) -> None:
-    assert flt.skip_reason(event) == f"filter: {reason}"
+def test_each_setting_filter_names_why_it_skips(
+    settings: dict[str, object], event: PriceChange, reason: str
+) -> None:
+    assert rule_of(**settings).skip_reason(event) == f"filter: {reason}"
 
 
 def test_a_change_passing_every_filter_is_notified() -> None:
-    f = NotifyFilter(
-        min_discount=50,
-        kinds=frozenset({"discount_started"}),
-        regions=frozenset({"us"}),
-        watchlist=frozenset({730}),
-        only_historical_lows=True,
+    f = rule_of(
+        discord_min_discount=50,
+        discord_kinds=("discount_started",),
+        discord_regions=("us",),
+        discord_watchlist=(730,),
+        discord_only_historical_lows=True,
     )
     assert f.skip_reason(price_change(new_historical_low=True)) is None
     assert f.skip_reason(price_change(matches_historical_low=True)) is None
@@ -99,6 +110,9 @@ def test_filters_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         ("DISCORD_CHANNEL_WINDOW_SECONDS", "0", "DISCORD_CHANNEL_WINDOW_SECONDS"),
         ("DISCORD_BAN_PAUSE_SECONDS", "-3", "DISCORD_BAN_PAUSE_SECONDS"),
         ("DISCORD_RESEND_UNCERTAIN", "maybe", "DISCORD_RESEND_UNCERTAIN"),
+        ("DISCORD_DIGEST_AFTER_SECONDS", "-1", "DISCORD_DIGEST_AFTER_SECONDS"),
+        ("DISCORD_BACKLOG_ALERT_SECONDS", "0", "DISCORD_BACKLOG_ALERT_SECONDS"),
+        ("DISCORD_RULE_METRICS_MAX", "-1", "DISCORD_RULE_METRICS_MAX"),
     ],
 )
 def test_bad_discord_settings_are_refused_by_name(

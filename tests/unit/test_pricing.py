@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -35,32 +36,14 @@ from steamprice.pricing import (
     normalize,
     update_history,
 )
+from tests.support.records import observation
 
 T0 = datetime(2025, 8, 17, 17, 0, tzinfo=UTC)
 
 
-def obs(
-    n: int,
-    status: str = "priced",
-    initial: int | None = 1999,
-    final: int | None = 1999,
-    discount: int | None = 0,
-    currency: str | None = "USD",
-    app_id: int = 730,
-    cc: str = "us",
-) -> Observation:
-    priced = status == "priced"
-    return Observation(
-        app_id=app_id,
-        cc=cc,
-        status=status,
-        currency=currency if priced else None,
-        initial=initial if priced else None,
-        final=final if priced else None,
-        discount_percent=discount if priced else None,
-        observed_at=T0 + timedelta(hours=n),
-        obs_id=f"obs-{n}",
-    )
+def obs(n: int, **fields: Any) -> Observation:
+    """Observation ``n`` of app 730 in the US, ``n`` hours after T0."""
+    return observation(at=T0 + timedelta(hours=n), obs_id=f"obs-{n}", **fields)
 
 
 class Pipe:
@@ -286,7 +269,9 @@ def build(
     out = []
     for n, (status, currency, a, b, d) in enumerate(values):
         initial, final = (max(a, b), min(a, b)) if a is not None and b is not None else (a, b)
-        out.append(obs(n, status, initial, final, d, currency))
+        out.append(
+            obs(n, status=status, initial=initial, final=final, discount=d, currency=currency)
+        )
     return out
 
 

@@ -68,6 +68,20 @@ def test_count_apps() -> None:
     assert counts.failed_app_ids == [4, 9]
 
 
+def test_count_apps_counts_pending_rechecks_and_the_next_one() -> None:
+    soon, later = NOW + timedelta(seconds=40), NOW + timedelta(seconds=55)
+    states = [
+        TrackedApp(1, later, recheck_at=later),
+        TrackedApp(2, NOW + timedelta(hours=6), pending=True, recheck_at=soon),  # after its answer
+        TrackedApp(3, NOW + timedelta(hours=6)),
+        TrackedApp(4, NOW, failed=True, recheck_at=NOW),  # parked: owed nothing until a seed
+    ]
+    counts = count_apps(states, NOW)
+    assert (counts.rechecks, counts.next_recheck_at) == (2, soon.isoformat())
+    assert (counts.tracked, counts.due, counts.in_flight, counts.failed) == (4, 0, 1, 1)
+    assert count_apps([TrackedApp(3, NOW)], NOW).rechecks == 0
+
+
 def test_decode_app_state_reads_what_the_table_writes() -> None:
     state = AppState(
         app_id=730,
@@ -76,6 +90,8 @@ def test_decode_app_state_reads_what_the_table_writes() -> None:
         failed=True,
     )
     assert decode_app_state(state.dumps()) == TrackedApp(730, NOW + timedelta(hours=6), True, False)
+    waiting = AppState(app_id=9, tracked_since=NOW, next_due=NOW, recheck_at=NOW)
+    assert decode_app_state(waiting.dumps()).recheck_at == NOW
     # Older records may lack newer fields; naive times are UTC.
     old = (
         b'{"app_id": 5, "tracked_since": "2026-05-01T00:00:00", "next_due": "2026-05-02T10:00:00"}'
@@ -198,6 +214,19 @@ def test_render_shows_every_section() -> None:
     assert "deliveries: 1 rejected, 31 sent; last sent 3 min ago" in text
     assert "a webhook was disabled at 2026-05-01T08:00:00+00:00: 404 code 10015" in text
     assert text.endswith("Problems      none")
+
+
+def test_render_shows_pending_rechecks_only_when_there_are_some() -> None:
+    apps = {"tracked": 3, "due": 0, "in_flight": 0, "failed": 0, "failed_app_ids": []}
+    owed = {**apps, "rechecks": 2, "next_recheck_at": (NOW + timedelta(seconds=42)).isoformat()}
+    text = render(_report(apps=owed))
+    assert (
+        "Re-checks     2 pending (seeded again within SEED_DEDUPE_SECONDS), the next in 42 s"
+        in (text)
+    )
+    assert "Re-checks" not in render(_report(apps={**apps, "rechecks": 0}))
+    overdue = {**owed, "next_recheck_at": (NOW - timedelta(seconds=5)).isoformat()}
+    assert "the next now" in render(_report(apps=overdue))
 
 
 def test_render_names_what_could_not_be_read() -> None:

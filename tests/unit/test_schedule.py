@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -121,20 +122,112 @@ def test_apps_seeded_together_come_due_spread_out() -> None:
     assert max(dues) - min(dues) >= timedelta(hours=6) * 0.045
 
 
-def test_a_seed_while_the_app_waits_in_the_crawl_queue_is_the_same_round() -> None:
+def seed(seconds: float, sent: float | None = None) -> ScheduleCommand:
+    """A seed processed ``seconds`` after T0, put on the seed topic at ``sent`` (default: then)."""
+    return cmd(SEED, seconds, sent_at=T0 + timedelta(seconds=seconds if sent is None else sent))
+
+
+def test_a_tracked_app_seeded_after_the_window_is_rechecked_now() -> None:
+    state = priced(seconds=2)
+    later = decide(state, seed(3600), POLICY)
+    assert later.dispatch and later.state is not None
+    assert later.state.last_requested == T0 + timedelta(seconds=3600)
+    assert later.state.recheck_at is None
+
+
+def test_a_seed_inside_the_window_is_coalesced_into_one_recheck_at_its_end() -> None:
+    state = priced(seconds=2)  # requested at T0, answered at T0 + 2 s
+    d = decide(state, seed(5), POLICY)
+    assert not d.dispatch and d.state is not None
+    window_end = T0 + POLICY.dedupe
+    assert d.recheck_at == window_end and d.state.recheck_at == window_end
+    # Ahead of the sweep, at the end of the window; nothing sooner.
+    assert d.state.priority and d.state.next_due == window_end
+    assert not decide(d.state, cmd(RECHECK, 30), POLICY).dispatch
+    # More seeds in the same window add nothing: one re-check, not one per seed.
+    for seconds in (10, 20, 59):
+        assert decide(d.state, seed(seconds), POLICY).state is None
+    # The re-check goes out at the end of the window and clears the mark.
+    at_end = decide(d.state, cmd(RECHECK, 60), POLICY)
+    assert at_end.dispatch and at_end.state is not None
+    assert at_end.state.recheck_at is None and at_end.state.pending
+    # Its answer schedules the sweep as usual.
+    done = decide(at_end.state, cmd(PRICED, 62), POLICY).state
+    assert done is not None and not done.priority and done.recheck_at is None
+    assert done.next_due > T0 + timedelta(hours=5)
+
+
+def test_never_more_than_one_request_per_window_for_seeds() -> None:
+    """Seeds every second for five minutes: one request per window of SEED_DEDUPE_SECONDS."""
+    state = priced(seconds=1)
+    requests = [T0]
+    for second in range(2, 300):
+        for c in (seed(second), cmd(RECHECK, second)):
+            d = decide(state, c, POLICY)
+            state = d.state or state
+            if d.dispatch:
+                requests.append(c.at)
+                state = decide(state, cmd(PRICED, second + 0.5), POLICY).state or state
+    gaps = [b - a for a, b in pairwise(requests)]
+    assert len(requests) == 5 and all(gap == POLICY.dedupe for gap in gaps), requests
+    # The last seed is still owed a re-check: none is ever dropped.
+    assert state.recheck_at == requests[-1] + POLICY.dedupe
+
+
+def test_a_seed_while_the_request_waits_for_its_answer_is_rechecked_after_it() -> None:
     first = decide(None, cmd(SEED), POLICY).state
     assert first is not None and first.pending
-    # Hours later, still unanswered (a long crawl backlog): no second request.
-    again = decide(first, cmd(SEED, seconds=3 * 3600), POLICY)
-    assert not again.dispatch and again.state is None
+    # The answer may have been fetched before this seed was sent: one more check after it.
+    d = decide(first, seed(3), POLICY)
+    assert not d.dispatch and d.state is not None and d.state.pending
+    assert d.state.recheck_at == T0 + POLICY.dedupe
+    assert d.state.next_due == first.next_due  # still the deadline of the pending request
+    answered = decide(d.state, cmd(PRICED, 4), POLICY).state
+    assert answered is not None and answered.priority
+    assert answered.next_due == T0 + POLICY.dedupe
+    assert decide(answered, cmd(RECHECK, 60), POLICY).dispatch
+    # Answered after the window ended: the re-check is due at once.
+    late = decide(d.state, cmd(PRICED, 600), POLICY).state
+    assert late is not None and late.next_due == T0 + POLICY.dedupe
+    assert decide(late, cmd(RECHECK, 600), POLICY).dispatch
 
 
-def test_seeding_twice_in_one_round_dispatches_once_then_rechecks_now() -> None:
+def test_a_seed_sent_before_the_last_request_is_covered_by_it() -> None:
+    """A seed replayed after a crash (or sent twice) asks for nothing the last request did not."""
     state = priced(seconds=2)
-    again = decide(state, cmd(SEED, seconds=5), POLICY)
-    assert not again.dispatch  # within the dedupe window of the last request
-    later = decide(state, cmd(SEED, seconds=3600), POLICY)
-    assert later.dispatch  # a tracked app seeded again is re-checked now
+    replayed = decide(state, seed(30, sent=0), POLICY)
+    assert not replayed.dispatch and replayed.state is None and replayed.covered
+    # Long after the window too: the request that followed it already answered it.
+    assert decide(state, seed(3600, sent=-1), POLICY).state is None
+    # One sent a moment after the request is a new one.
+    assert decide(state, seed(30, sent=0.5), POLICY).recheck_at == T0 + POLICY.dedupe
+
+
+def test_a_seed_time_in_the_future_is_taken_as_now() -> None:
+    state = priced(seconds=2)
+    d = decide(state, seed(3600, sent=7200), POLICY)
+    assert d.dispatch and d.state is not None
+    assert d.state.last_requested == T0 + timedelta(seconds=3600)
+
+
+def test_without_a_dedupe_window_a_seed_dispatches_at_once() -> None:
+    policy = SchedulePolicy(interval=timedelta(hours=6), dedupe=timedelta(0))
+    state = decide(None, cmd(SEED), policy).state
+    state = decide(state, cmd(PRICED, 1), policy).state
+    assert decide(state, seed(1.5), policy).dispatch
+
+
+def test_a_parked_app_forgets_its_recheck_and_a_seed_brings_it_back_now() -> None:
+    state = decide(None, cmd(SEED), POLICY).state
+    state = decide(state, seed(3), POLICY).state
+    assert state is not None and state.recheck_at is not None
+    for n in range(1, 4):
+        state = run(state, cmd(FAILED, n, "us: timeout"))
+        if n < 3:
+            state = run(state, cmd(RECHECK, 10_000 * n))
+    assert state is not None and state.failed and state.recheck_at is None
+    back = decide(state, seed(40_000), POLICY)
+    assert back.dispatch and back.state is not None and not back.state.failed
 
 
 def test_recheck_only_when_due() -> None:

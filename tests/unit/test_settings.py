@@ -10,7 +10,7 @@ CONTRACT_ENV = (
     "KAFKA_BROKER APP_ID MYSQL_HOST MYSQL_PORT MYSQL_USER MYSQL_PASSWORD MYSQL_DB STEAM_STORE_URL "
     "STEAM_API_URL STEAM_API_KEY STEAMSPY_URL STEAM_COUNTRIES STEAM_MAX_REQUESTS_PER_MINUTE "
     "STEAM_BATCH_SIZE STEAM_BACKOFF_SECONDS RECRAWL_INTERVAL_SECONDS DISCORD_WEBHOOK_URL "
-    "ENABLE_DISCORD WEB_PORT ENABLE_METRICS TABLE_STORE"
+    "ENABLE_DISCORD WEB_PORT ENABLE_METRICS TABLE_STORE DATA_DIR GROUP_INSTANCE_ID BROKER_SESSION_TIMEOUT"
 ).split()
 
 
@@ -68,6 +68,9 @@ def test_environment_and_dotenv(
         ("STEAM_STORE_URL", "ftp://x", "STEAM_STORE_URL"),
         ("ENABLE_DISCORD", "maybe", "ENABLE_DISCORD"),
         ("TABLE_STORE", "redis://x", "TABLE_STORE"),
+        ("GROUP_INSTANCE_ID", "host 1", "GROUP_INSTANCE_ID"),
+        ("GROUP_INSTANCE_ID", "x" * 250, "GROUP_INSTANCE_ID"),
+        ("BROKER_SESSION_TIMEOUT", "5", "BROKER_SESSION_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -77,6 +80,25 @@ def test_bad_values_name_the_setting(
     with pytest.raises(SettingsError) as err:
         load_settings()
     assert message in str(err.value)
+
+
+def test_the_data_dir_is_per_app_id_unless_set(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().data_dir == "./data/steam-prices"
+    monkeypatch.setenv("APP_ID", "staging")
+    assert load_settings().data_dir == "./data/staging"  # two pipelines, two directories
+    assert Settings(app_id="other").data_dir == "./data/other"
+    monkeypatch.setenv("DATA_DIR", "/var/lib/steamprice")
+    assert load_settings().data_dir == "/var/lib/steamprice"
+
+
+def test_group_membership_defaults(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.group_instance_id == ""  # made once and kept in DATA_DIR
+    assert s.broker_session_timeout == 45.0  # Kafka's default, not Faust's 60 s
+    monkeypatch.setenv("GROUP_INSTANCE_ID", "worker-1.eu")
+    assert load_settings().group_instance_id == "worker-1.eu"
 
 
 def test_secrets_never_show(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,58 +29,34 @@ from steamprice.storage import (
     sql_literal,
     utc_naive,
 )
+from tests.support.records import observation, price_change
 
 T = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 N = T.replace(tzinfo=None)
 
 
-def o(
-    app_id: int = 1,
-    minutes: int = 0,
-    final: int | None = 1999,
-    *,
-    initial: int | None = 1999,
-    discount: int | None = 0,
-    status: str = "priced",
-    currency: str | None = "USD",
-    cc: str = "us",
-) -> Observation:
-    priced = status == "priced"
-    return Observation(
-        app_id=app_id,
-        cc=cc,
-        status=status,
-        currency=currency if priced else None,
-        initial=initial if priced else None,
-        final=final if priced else None,
-        discount_percent=discount if priced else None,
-        observed_at=T + timedelta(minutes=minutes),
-        obs_id=f"{app_id}-{cc}-{minutes}",
-    )
+def o(app_id: int = 1, minutes: int = 0, final: int | None = 1999, **fields: Any) -> Observation:
+    """An observation of ``app_id``, ``minutes`` after T."""
+    cc = fields.pop("cc", "us")
+    at, obs_id = T + timedelta(minutes=minutes), f"{app_id}-{cc}-{minutes}"
+    return observation(app_id, cc, final, at=at, obs_id=obs_id, **fields)
 
 
 def change(**overrides: Any) -> PriceChange:
+    """App 1 lost its price (priced -> no price) at T; its lowest of 90 days was 1."""
     fields: dict[str, Any] = {
         "event_id": "abc",
-        "app_id": 1,
-        "cc": "us",
         "kind": "became_unpriced",
-        "old_status": "priced",
         "new_status": "no_price",
-        "old_currency": "USD",
         "new_currency": None,
         "old_initial": 1,
         "old_final": 1,
-        "old_discount": 0,
-        "new_initial": None,
-        "new_final": None,
-        "new_discount": None,
+        **dict.fromkeys(("new_initial", "new_final", "new_discount")),
         "observed_at": T,
         "previous_observed_at": T - timedelta(days=1),
         "lowest_90d": 1,
     }
-    fields.update(overrides)
-    return PriceChange(**fields)
+    return price_change(1, **{**fields, **overrides})
 
 
 def at(minutes: int) -> datetime:

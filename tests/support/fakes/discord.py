@@ -15,6 +15,11 @@ Follows ``/work/shared/docs/steam-api.md`` (Discord section) and the official ex
   60 s, never in the headers, 429 with ``X-RateLimit-Scope: shared`` and a long ``retry_after``).
   The bucket is a fixed window opened by the first request; every request that passes the global
   check uses a slot, whatever its outcome (invalid bodies and unknown webhooks included).
+* ``GET /api[/vN]/webhooks/{id}/{token}`` ("Get Webhook with Token") answers the webhook object
+  (``id``, ``type`` 1, ``guild_id``, ``channel_id``, ``name``, ``avatar``, ``application_id``,
+  ``token``; no ``user``: this route needs no auth), with a bucket of its own (Discord buckets
+  per route) and the same 404 / 401 for deleted webhooks and bad tokens. Counted in
+  :attr:`FakeDiscord.webhook_gets`, not in ``requests``.
 * Faults: :meth:`FakeDiscord.fail_next`; deleted webhooks (404 code 10015) and bad tokens
   (401 code 50027).
 
@@ -147,6 +152,8 @@ class _Webhook:
     sent_404: bool = False
     blocked_until: float = -math.inf
     bucket: _Bucket | None = None
+    get_bucket: _Bucket | None = None
+    guild_id: str = "1000000000000000001"
 
 
 class FakeDiscord(FakeServer):
@@ -195,6 +202,8 @@ class FakeDiscord(FakeServer):
         self.requests_in_retry_window = 0
         self.calls_after_delete = 0
         self.requests_after_cloudflare = 0
+        # (webhook id, status) of every GET of a webhook object.
+        self.webhook_gets: list[tuple[str, int]] = []
 
     # ------------------------------------------------------------------ control API
 
@@ -272,7 +281,57 @@ class FakeDiscord(FakeServer):
         app = web.Application()
         app.router.add_post("/api/webhooks/{id}/{token}", self._handle)
         app.router.add_post("/api/v{version:[0-9]+}/webhooks/{id}/{token}", self._handle)
+        app.router.add_get("/api/webhooks/{id}/{token}", self._get_webhook)
+        app.router.add_get("/api/v{version:[0-9]+}/webhooks/{id}/{token}", self._get_webhook)
         return app
+
+    async def _get_webhook(self, request: web.Request) -> web.Response:
+        """Get Webhook with Token: the webhook object, no ``user`` (this route needs no auth)."""
+        now = self.clock()
+        webhook_id = request.match_info["id"]
+        version_text = request.match_info.get("version")
+        version = UNVERSIONED if version_text is None else int(version_text)
+        hook = self._hook(webhook_id)
+
+        def done(response: web.Response) -> web.Response:
+            self.webhook_gets.append((webhook_id, response.status))
+            return response
+
+        await self._sleep(self.latency)
+        if version not in SUPPORTED_VERSIONS:
+            body = '{"message": "404: Not Found", "code": 0}'
+            return done(web.Response(status=404, text=body, content_type="application/json"))
+        if self.global_rate_limited:
+            return done(self._global_429(now, version, self.global_retry_after))
+        limit, period = self.bucket
+        state = hook.get_bucket
+        if state is None or now >= state.reset_at:
+            state = hook.get_bucket = _Bucket(remaining=limit, reset_at=now + period)
+        if state.remaining <= 0:
+            return done(self._limited(hook, now, version, state.reset_at - now, scope="user"))
+        state.remaining -= 1
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(state.remaining),
+            "X-RateLimit-Reset": f"{time.time() + _ceil_ms(state.reset_at - now):.3f}",
+            "X-RateLimit-Reset-After": f"{_ceil_ms(state.reset_at - now):.3f}",
+            "X-RateLimit-Bucket": hook.bucket_hash[::-1],
+        }
+        if hook.deleted:
+            return done(self._json(404, UNKNOWN_WEBHOOK_BODY, headers))
+        if hook.invalid_token:
+            return done(self._json(401, INVALID_TOKEN_BODY, headers))
+        body = {
+            "application_id": None,
+            "avatar": None,
+            "channel_id": hook.channel_id,
+            "guild_id": hook.guild_id,
+            "id": webhook_id,
+            "name": "Fake Webhook",
+            "type": 1,
+            "token": request.match_info["token"],
+        }
+        return done(self._json(200, json.dumps(body), headers))
 
     async def _handle(self, request: web.Request) -> web.Response:
         now = self.clock()

@@ -914,6 +914,18 @@ class FakeSteam(FakeServer):
         await self._sleep(self.timeout_delay)
         return self._json(status, body)
 
+    def price_overview_answer(self, app_ids: list[int], cc: str = DEFAULT_REGION) -> bytes:
+        """What ``appdetails?appids=...&filters=price_overview&cc=`` answers now, without HTTP.
+
+        The same bytes the server sends (no limits or faults): the pure pipeline tests run real
+        catalogs through the parsing code with it.
+        """
+        status, body = self._appdetails_body(
+            [str(a) for a in app_ids], {"filters": "price_overview", "cc": cc}
+        )
+        assert status == 200, body
+        return body.encode()
+
     def _appdetails_body(self, ids: list[str], query: Any) -> tuple[int, str]:
         filters = query.get("filters")
         cc = (query.get("cc") or DEFAULT_REGION).lower()

@@ -1,0 +1,98 @@
+"""Static group membership on the real broker (Kafka 4.1, aiokafka 0.14), production timeouts.
+
+A worker joins with the group instance id kept in its data directory. Killed and restarted, it
+takes its partitions back without a rebalance (the group's generation does not move) instead of
+waiting for the broker to drop the dead process. A second worker with the same id, or on the
+same data directory, is refused with one line and the first one keeps its partitions.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.support.fakes import FakeSteam
+from tests.support.infra import wait_for
+from tests.support.processes import Pipeline, Worker, seed_apps
+
+APPS = range(500, 540)
+JOINED_RE = re.compile(r"Joined group '[^']+' \(generation (\d+)\) with member_id (\S+)")
+
+
+async def members(pipeline: Pipeline) -> list[str]:
+    """Member ids of the pipeline's consumer group, as the broker has them now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka)
+    await admin.start()
+    try:
+        response = (await admin.describe_consumer_groups([pipeline.app_id]))[0]
+        return sorted(str(m[0]) for group in response.groups for m in group[5])
+    finally:
+        await admin.close()
+
+
+def joins(worker: Worker) -> list[tuple[int, str]]:
+    """(generation, member id) of every join in the worker's log, oldest first."""
+    return [(int(g), m) for g, m in JOINED_RE.findall(worker.log())]
+
+
+async def all_priced(pipeline: Pipeline, since: str = "1970-01-01") -> bool:
+    rows = await pipeline.query(
+        "SELECT COUNT(*) FROM price_current WHERE observed_at > %s", (since,)
+    )
+    return bool(rows) and rows[0][0] == len(APPS)
+
+
+async def test_a_restarted_worker_rejoins_without_a_rebalance_and_a_twin_is_refused(
+    pipeline: Pipeline, steam: FakeSteam
+) -> None:
+    for app in APPS:
+        steam.set_price(app, "us", 999, 999, 0)
+    w1 = pipeline.worker("w1")
+    await w1.start()
+    instance = (w1.data_dir / "group-instance-id").read_text().strip()
+    assert f"as static member {instance}" in w1.log()
+    # The broker names a static member after its instance id (what the twin check relies on).
+    [member] = await members(pipeline)
+    assert member.startswith(f"{instance}-")
+    assert (w1.data_dir / "group-member-id").read_text().strip() == member
+    await seed_apps(pipeline, APPS)
+    await wait_for("every app priced", lambda: all_priced(pipeline), timeout=60)
+    generation = joins(w1)[-1][0]
+
+    # Killed and restarted at once: the same id takes the dead member's place, and its
+    # partitions, in the generation the group already had (no rebalance, no wait).
+    await w1.stop(signal.SIGKILL)
+    await w1.start()
+    again, new_member = joins(w1)[-1]
+    assert again == generation and new_member != member
+    assert await members(pipeline) == [new_member]
+    assert (w1.data_dir / "group-member-id").read_text().strip() == new_member
+
+    # A twin: another directory, the same GROUP_INSTANCE_ID. Refused, with one line.
+    twin = pipeline.worker("twin", GROUP_INSTANCE_ID=instance)
+    await twin.start(wait=False)
+    assert await twin.exited() == 78
+    critical = [line for line in twin.log().splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1, twin.log()[-3000:]
+    assert f"Group instance id '{instance}' is held by another live worker" in critical[0]
+    assert new_member in critical[0] and "GROUP_INSTANCE_ID" in critical[0]
+    assert "Traceback" not in twin.log()
+    # A second worker on the first one's data directory: refused before it joins.
+    same_dir = pipeline.worker("same-dir", workdir=w1.workdir)
+    await same_dir.start(wait=False)
+    assert await same_dir.exited() == 78
+    assert f"Data directory {w1.data_dir} is in use by another worker" in same_dir.log()
+    assert "Traceback" not in same_dir.log()
+
+    # The first worker was never fenced: same member, still consuming, still pricing.
+    assert await members(pipeline) == [new_member]
+    assert joins(w1)[-1] == (generation, new_member)
+    health = await w1.health()
+    assert health and health["consuming"]
+    for app in APPS:
+        steam.set_price(app, "us", 999, 499, 50)
+    mark = (await pipeline.query("SELECT UTC_TIMESTAMP(6)"))[0][0]
+    await pipeline.cli("seed", *map(str, APPS))
+    await wait_for("every app priced again", lambda: all_priced(pipeline, mark), timeout=150)
