@@ -115,7 +115,7 @@ async def schedule(stream: Any) -> None:
         if decision.dispatch:
             await crawl_requests_topic.send(
                 key=cmd.app_id,
-                value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at, seeded=cmd.op == SEED),
+                value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at, seeded=decision.seeded),
             )
             metrics.games_processed.labels("schedule", cmd.op).inc()
         if decision.covered:
