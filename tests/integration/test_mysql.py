@@ -7,6 +7,7 @@ passes here does not depend on MariaDB's laxer defaults.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -228,8 +229,7 @@ async def test_the_same_batches_delivered_twice_leave_the_same_rows(db: Db) -> N
 
 async def test_rows_that_cannot_be_stored_are_counted_and_the_rest_is_written(db: Db) -> None:
     service = await started(db)
-    bad = o(3, 0, 999)
-    bad.currency = "EURO"  # caught before any SQL
+    bad = dataclasses.replace(o(3, 0, 999), currency="EURO")  # caught before any SQL
     outcome = await write_observations(service, [o(1, 0, 999), bad, o(2, 0, 499)])
     assert outcome.rejected == 1
     assert await db.query("SELECT app_id FROM price_current ORDER BY app_id") == [(1,), (2,)]

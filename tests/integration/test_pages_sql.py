@@ -120,7 +120,8 @@ async def test_upgrade_to_020_backfills_lows_and_adds_columns_and_indexes(
         + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows)),
         [v for r in rows for v in r],
     )
-    assert await migrate(db.settings) == ["020_price_pages.sql"]
+    shutil.copy(SQL_DIR / "020_price_pages.sql", tmp_path / "020_price_pages.sql")
+    assert await migrate(db.settings, tmp_path) == ["020_price_pages.sql"]
     assert await lows_of(db) == {(1, "us", "USD"): (999, N + 3 * H), (2, "gb", "GBP"): (499, N)}
     for table in ("price_current", "price_changes"):
         [(kind, nullable)] = await db.query(
@@ -144,7 +145,8 @@ async def test_upgrade_to_020_backfills_lows_and_adds_columns_and_indexes(
     ]
     # Interrupted after its DDL, before it was recorded: the re-run finishes without error.
     await db.query("DELETE FROM schema_migrations WHERE version = 20")
-    assert await migrate(db.settings) == ["020_price_pages.sql"]
+    shutil.copy(SQL_DIR / "020_price_pages.sql", tmp_path / "020_price_pages.sql")
+    assert await migrate(db.settings, tmp_path) == ["020_price_pages.sql"]
     assert await lows_of(db) == {(1, "us", "USD"): (999, N + 3 * H), (2, "gb", "GBP"): (499, N)}
 
 

@@ -31,6 +31,11 @@ SHIPPED = {
     "002_price_history.sql": "4518e46059d79352cd4534123f7cb4536e2b5f598a74aa78b09272a44273801c",
     "003_price_history_backfill.sql": "56b704dae65caa5b2a369b22830412e1726f2eabbdc5029fcc1e50cc0e367b06",
     "004_price_changes_lowest_90d.sql": "55f7ed8c316eacc73590dc2f2e23841bce620e95e60ec313848094d087db8901",
+    "010_discord_outbox.sql": "131d00c13cd5a13de88f66eb5470afe6ad1916d7e381fe21c9f115d8ad4bab3e",
+    "011_price_checks.sql": "5762cbe79e24af103f867258b7742a55c91d45de85b3d13cb37ba84a0fd5a7f8",
+    "020_price_pages.sql": "e4a59804d1d9a607d4fc41ced8990b65dd1b950f424217e3278d8c8331dd59e5",
+    "030_discord_rate_limits.sql": "e4ffe2c96c085f8e7fd4ec9577edab35ff1cd837ad8824da022e625afda64cec",
+    "050_alert_rules.sql": "781583c513cfba7ea2967039467f7cd4fefa509d9a9d1eebd6fbee9ed9c3313c",
 }
 
 

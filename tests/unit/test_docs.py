@@ -28,4 +28,20 @@ def test_readme_is_a_front_door() -> None:
     assert len(readme.splitlines()) <= 200
     assert "make run" in readme and "make test" in readme
     for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
-        assert (ROOT / link).is_file(), link
+        path, _, anchor = link.partition("#")
+        assert (ROOT / path).is_file(), link
+        if anchor:
+            assert anchor in anchors(ROOT / path), link
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_docs_pages_find_their_section() -> None:
+    for page in DOCS:
+        text = page.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)#([\w-]+)\)", text):
+            assert anchor in anchors(page.parent / target), f"{page.name}: {target}#{anchor}"
