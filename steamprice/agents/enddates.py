@@ -13,6 +13,7 @@ or alerts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from mode import Service
 from steamprice import discount_ends
 from steamprice.app import app, settings
 from steamprice.batching import Batcher
-from steamprice.database import DatabaseStopping
+from steamprice.database import DatabaseStopping, describe_error
 from steamprice.enddates import (
     KNOWN,
     MAX_IDS_PER_REQUEST,
@@ -120,6 +121,16 @@ class EndDateService(Service):
                 await self._count_queue()
             except DatabaseStopping:
                 return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.should_stop:
+                    return
+                # Nothing is lost: the questions stay queued in MySQL; the next round asks them.
+                logger.exception("End dates failed (%s); retrying", describe_error(exc))
+                metrics.games_processed.labels("enddate_round", "error").inc()
+                await self.sleep(RETRY_FIRST_SECONDS)
+                continue
             if not answered:
                 await self.sleep(IDLE_SECONDS)
 
