@@ -2,11 +2,12 @@
 
 Production defaults throughout (GetItems' pace, retry waits, the alert's wait for its end date).
 Re-seeding an app is what an operator does to re-check it now, and what asks its end date again
-within a sweep. The extended-sale test keeps the production seed dedupe window (60 s: each
-re-seed is coalesced into a re-check at the window's end, which must ask the end date again);
-the others switch it off (``SEED_DEDUPE_SECONDS=0``) because their re-seeds only bring a new
-price, whose coalescing is tests/integration/test_reseed.py's subject, and would each add a
-minute of waiting.
+within a sweep. The extended-sale test runs twice: in the everyday tier with the seed dedupe
+window off (``SEED_DEDUPE_SECONDS=0``: each re-seed is priced at once), and in the slow tier with
+the production window (60 s: each re-seed is coalesced into a re-check at the window's end, which
+must ask the end date again; three windows, about 3 minutes). The other tests switch the window
+off because their re-seeds only bring a new price, whose coalescing is
+tests/integration/test_reseed.py's subject, and would each add a minute of waiting.
 """
 
 from __future__ import annotations
@@ -160,11 +161,19 @@ async def test_discounts_get_their_end_dates_into_mysql_pages_and_embeds(
     }
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param("0", id="reseed-at-once"),
+        pytest.param(None, id="production-window", marks=pytest.mark.slow),
+    ],
+)
 async def test_an_extended_sale_updates_the_date_without_a_change_event(
-    pipeline: Pipeline, steam: FakeSteam, discord: FakeDiscord
+    pipeline: Pipeline, steam: FakeSteam, discord: FakeDiscord, window: str | None
 ) -> None:
     steam.set_price(20, "us", 1999, 1999, 0)
-    worker = pipeline.worker()  # the production seed dedupe window: re-seeds are coalesced
+    # With the production window (None), each re-seed below is coalesced into a re-check.
+    worker = pipeline.worker(**({"SEED_DEDUPE_SECONDS": window} if window else {}))
     await worker.start()
     await pipeline.cli("seed", "20")
     await wait_for("the first price", lambda: pipeline.query("SELECT 1 FROM price_current"))
@@ -184,15 +193,13 @@ async def test_an_extended_sale_updates_the_date_without_a_change_event(
     steam.set_discount_end(20, END_3)  # the publisher extends the sale
     await pipeline.cli("seed", "20")  # coalesced again: the re-check must ask GetItems again
     await wait_for("the extended end in both rows", lambda: change_end(END_3), timeout=WINDOW)
-    assert (
-        metric_or_zero(
-            await worker.metrics(),
-            "steam_games_processed_total",
-            task="schedule",
-            status="recheck_coalesced",
-        )
-        == 2
+    coalesced = metric_or_zero(
+        await worker.metrics(),
+        "steam_games_processed_total",
+        task="schedule",
+        status="recheck_coalesced",
     )
+    assert coalesced == (0 if window else 2)
     assert len(item_requests(steam)) == asked + 1
     # An update, not a change: no event, no second row, no second alert.
     assert await pipeline.query("SELECT COUNT(*) FROM price_changes") == [(1,)]
