@@ -47,8 +47,10 @@ stop:
 # the fault suite, rebalance scenario included); `make test-unit` needs no stack.
 PYTEST := $(PY) -m pytest
 
+# Two test processes: the integration tests mostly wait on the stack and the workers they start
+# (each test has its own APP_ID, database and ports), so two share the 2 cores well.
 test: venv up
-	$(PYTEST) -m "not slow" --durations=15
+	$(PYTEST) -m "not slow" -n 2 --durations=15
 
 # -rP: the passing tests' output too, which holds each scenario's measured recovery time.
 test-slow: venv up

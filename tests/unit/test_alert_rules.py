@@ -23,32 +23,14 @@ from steamprice.notify.rules import (
 )
 from steamprice.report import RuleRows, alert_rules_report
 from steamprice.settings import Secret, Settings
+from tests.support.records import price_change
 
 HOOK = "https://discord.com/api/webhooks/123456789012345678/abcdefghijklmnopSECRETwxyz"
 T = datetime(2025, 11, 27, 18, 0, tzinfo=UTC)
 
 
 def change(app_id: int = 730, cc: str = "us", **kw: Any) -> PriceChange:
-    fields: dict[str, Any] = {
-        "event_id": f"ev-{app_id}-{cc}",
-        "app_id": app_id,
-        "cc": cc,
-        "kind": "discount_started",
-        "old_status": "priced",
-        "new_status": "priced",
-        "old_currency": "USD",
-        "new_currency": "USD",
-        "old_initial": 1999,
-        "old_final": 1999,
-        "old_discount": 0,
-        "new_initial": 1999,
-        "new_final": 999,
-        "new_discount": 50,
-        "observed_at": T,
-        "previous_observed_at": T,
-    }
-    fields.update(kw)
-    return PriceChange(**fields)
+    return price_change(app_id, cc, **{"observed_at": T, "previous_observed_at": T, **kw})
 
 
 def rule(name: str = "deals", **kw: Any) -> AlertRule:
