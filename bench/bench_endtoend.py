@@ -15,7 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_pipeline import BASELINE_REF, checkout, cpu_seconds, peak_rss_mb, remove_checkout
+from bench.bench_pipeline import (
+    BASELINE_REF,
+    PRODUCTION,
+    checkout,
+    cpu_seconds,
+    peak_rss_mb,
+    remove_checkout,
+)
+from bench.pyspy import Profile
 from tests.support.fakes import FakeSteam
 from tests.support.infra import wait_for
 from tests.support.processes import Pipeline
@@ -32,6 +40,7 @@ async def run(name: str, fake: FakeSteam, ids: list[int], env: dict[str, str]) -
         STEAM_STORE_URL=fake.url,
         STEAM_API_URL=fake.url,
         ENABLE_DISCORD="false",
+        **PRODUCTION,
         STEAM_COUNTRIES=",".join(REGIONS),
         STEAM_MAX_REQUESTS_PER_MINUTE="1000000",
         RECRAWL_INTERVAL_SECONDS="86400",
@@ -46,7 +55,6 @@ async def run(name: str, fake: FakeSteam, ids: list[int], env: dict[str, str]) -
         seed_file.write_text("\n".join(map(str, ids)) + "\n")
         cpu_before = cpu_seconds(worker.proc.pid)
         started = time.monotonic()
-        await pipeline.cli("seed", "--file", str(seed_file))
         last = [started]
 
         async def every_row() -> bool:
@@ -57,9 +65,11 @@ async def run(name: str, fake: FakeSteam, ids: list[int], env: dict[str, str]) -
                 print(f"    {got:,}/{want:,} after {time.monotonic() - started:.0f} s", flush=True)
             return got >= want
 
-        await wait_for(f"{name}: every row", every_row, timeout=7200, every=0.5)
-        seconds = time.monotonic() - started
-        cpu = cpu_seconds(worker.proc.pid) - cpu_before
+        async with Profile(worker.proc.pid, f"endtoend-{name}"):
+            await pipeline.cli("seed", "--file", str(seed_file))
+            await wait_for(f"{name}: every row", every_row, timeout=7200, every=0.5)
+            seconds = time.monotonic() - started
+            cpu = cpu_seconds(worker.proc.pid) - cpu_before
         figures = {
             "observations_per_second": want / seconds,
             "seconds": seconds,

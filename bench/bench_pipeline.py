@@ -4,9 +4,12 @@ The full 2025-08-17 snapshot (every observation new: the first sweep), then the 
 (a re-sweep: about 700 real changes among ~261k apps), is produced straight onto ``prices-raw``
 as the crawler would publish it, and the clock runs until the worker has taken in every app:
 
-* **batches** (this tree): one record per Steam answer (100 apps) and partition, the shape the
-  crawler sends since issue 12; done when every app has its row in ``price_current`` (pass 1)
-  and its check in ``price_checks`` (pass 2).
+* **batches** (this tree): one record per Steam answer and partition, the shape the crawler
+  sends during a sweep since it asks Steam for 100 apps of one partition at a time; done when
+  every app has its row in ``price_current`` (pass 1) and its check in ``price_checks`` (pass 2).
+* **mixed** (``BENCH_DESIGNS=batches,mixed,per-record``): this tree fed as the crawler did
+  before its requests were grouped by partition: 100 apps of any partitions per request, so a
+  record holds the ~12 of them of one partition (at 8 partitions); a trickle still looks so.
 * **per-record** (the design before, run from git): one record per app, keyed by app id; done
   when every app's ``price_current.observed_at`` reached the pass's fetch time. Its code is
   checked out of git (``BENCH_BASELINE_REF``, default the last commit before the redesign)
@@ -31,18 +34,29 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from bench.pyspy import Profile
 from steamprice.batches import RawBatch, by_partition, raw_record
+from steamprice.settings import Settings
 from tests.support.infra import KAFKA, wait_for
 from tests.support.processes import Pipeline, Worker
 from tests.support.replay import SNAPSHOTS, Price, read_snapshot, shared_data_dir
 
 BASELINE_REF = "92e4373"  # support: the record-per-observation design, before issue 12
-PARTITIONS = 4  # the test pipelines' TOPIC_PARTITIONS
-REQUEST_APPS = 100  # apps per appdetails request (STEAM_BATCH_SIZE)
+# What operators run: the test pipelines shorten these (4 partitions, a 1 s tick ...), and the
+# number of partitions decides how many observations a batch record holds.
+PRODUCTION = {
+    "TOPIC_PARTITIONS": str(Settings.topic_partitions),
+    "SCHEDULE_TICK_SECONDS": str(Settings.schedule_tick_seconds),
+    "STEAM_BATCH_WAIT_SECONDS": str(Settings.steam_batch_wait_seconds),
+    "SINK_BATCH_SECONDS": str(Settings.sink_batch_seconds),
+}
+PARTITIONS = Settings.topic_partitions
+REQUEST_APPS = Settings.steam_batch_size  # apps per appdetails request
 GOALS = {"first": 200.0, "resweep": 50.0}  # worker CPU us per observation
 GOAL_RATE, GOAL_RSS, GOAL_RESTART = 5000.0, 500.0, 30.0
 
@@ -85,17 +99,46 @@ def peak_rss_mb(pid: int) -> float:
 Produce = Callable[[AIOKafkaProducer, str, dict[int, Price], datetime], Awaitable[int]]
 
 
+async def send_raw(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    prices: dict[int, Price],
+    ids: list[int],
+    at: datetime,
+) -> None:
+    batch = RawBatch("us", at, [(a, entry(prices[a])) for a in ids])
+    value = json.dumps(raw_record(batch), separators=(",", ":")).encode()
+    await producer.send(topic, value, partition=partition)
+
+
 async def produce_batches(
     producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
 ) -> int:
-    """As the crawler sends an answer: one record per request of 100 apps and partition."""
+    """As the crawler sends a sweep: requests of 100 apps of one partition, one record each.
+
+    The partitions take turns, as the crawler's queue serves the one that has waited longest.
+    """
+    per_partition = [
+        [(partition, ids[i : i + REQUEST_APPS]) for i in range(0, len(ids), REQUEST_APPS)]
+        for partition, ids in sorted(by_partition(sorted(prices), PARTITIONS).items())
+    ]
+    requests = [r for turn in zip_longest(*per_partition) for r in turn if r is not None]
+    for partition, ids in requests:
+        await send_raw(producer, topic, partition, prices, ids, at)
+    return len(requests)
+
+
+async def produce_mixed(
+    producer: AIOKafkaProducer, topic: str, prices: dict[int, Price], at: datetime
+) -> int:
+    """As the crawler sent an answer before requests were grouped by partition: 100 apps of any
+    partitions per request, one record per partition of them (about 12 apps at 8 partitions)."""
     ids = sorted(prices)
     records = 0
     for i in range(0, len(ids), REQUEST_APPS):
         for partition, group in by_partition(ids[i : i + REQUEST_APPS], PARTITIONS).items():
-            batch = RawBatch("us", at, [(a, entry(prices[a])) for a in group])
-            value = json.dumps(raw_record(batch), separators=(",", ":")).encode()
-            await producer.send(topic, value, partition=partition)
+            await send_raw(producer, topic, partition, prices, group, at)
             records += 1
     return records
 
@@ -147,15 +190,7 @@ async def timed_pass(
     at = datetime.now(UTC)
     cpu_before = cpu_seconds(pid)
     started = time.monotonic()
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        records = await design.produce(producer, pipeline.topic("prices-raw"), prices, at)
-        await producer.flush()
-    finally:
-        await producer.stop()
     n = len(prices)
-    print(f"  {design.name} {label}: produced {n:,} observations in {records:,} records")
     last = [time.monotonic()]
 
     async def all_in() -> bool:
@@ -165,9 +200,18 @@ async def timed_pass(
             print(f"    {got:,}/{n:,} after {time.monotonic() - started:.0f} s", flush=True)
         return got >= n
 
-    await wait_for(f"{design.name} {label}: every observation", all_in, timeout=7200, every=0.5)
-    seconds = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu_before
+    async with Profile(pid, f"pipeline-{design.name}-{label}"):
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            records = await design.produce(producer, pipeline.topic("prices-raw"), prices, at)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        print(f"  {design.name} {label}: produced {n:,} observations in {records:,} records")
+        await wait_for(f"{design.name} {label}: every observation", all_in, timeout=7200, every=0.5)
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu_before
     design.figures[f"{label}_per_second"] = n / seconds
     design.figures[f"{label}_cpu_us"] = cpu / n * 1e6
     design.figures[f"{label}_rss_mb"] = peak_rss_mb(pid)
@@ -204,7 +248,7 @@ async def restart(design: Design, pipeline: Pipeline, worker: Worker, probe_app:
 
 async def run_design(design: Design, days: list[dict[int, Price]]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-{design.name}-"))
-    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", TOPIC_PARTITIONS=str(PARTITIONS))
+    pipeline = Pipeline(tmp, ENABLE_DISCORD="false", **PRODUCTION)
     worker = pipeline.worker("w1", **design.env)
     try:
         await worker.start()
@@ -253,11 +297,13 @@ def table(designs: list[Design]) -> str:
             for d in designs
         )
         lines.append(f"{label:34}{cells}{goal:>10}")
-    if len(designs) == 2 and all("resweep_cpu_us" in d.figures for d in designs):
-        new, old = designs
+    old = designs[-1]
+    for new in designs[:-1]:
+        if old.name != "per-record" or not all("resweep_cpu_us" in d.figures for d in (new, old)):
+            continue
         for key in ("first_cpu_us", "resweep_cpu_us"):
             lines.append(
-                f"{key}: per-record / batches = {old.figures[key] / new.figures[key]:.1f}x"
+                f"{key}: per-record / {new.name} = {old.figures[key] / new.figures[key]:.1f}x"
             )
     return "\n".join(lines)
 
@@ -275,6 +321,8 @@ async def main() -> dict[str, object]:
     designs = []
     if "batches" in wanted:
         designs.append(Design("batches", produce_batches, count_checked))
+    if "mixed" in wanted:
+        designs.append(Design("mixed", produce_mixed, count_checked))
     baseline: Path | None = None
     try:
         if "per-record" in wanted:

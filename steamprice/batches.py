@@ -1,8 +1,11 @@
-"""The batch records of ``prices-raw`` and ``prices-normalized``, and where they go (pure).
+"""The batch records of the pipeline's own topics, and where they go (pure).
 
-One record carries the apps of one Steam answer (one request, one region) that belong to one
-partition of the pipeline's topics, and is sent to that partition explicitly. So per-record
-costs (Faust's stream, sensors, acks, a produce) are paid once per batch, not once per app.
+A record of ``prices-raw`` or ``prices-normalized`` carries the apps of one Steam answer (one
+request, one region) that belong to one partition of the pipeline's topics; a record of
+``schedule`` carries commands of one kind (seed, priced ...) for apps of one partition, and one of
+``crawl-requests`` the apps of one partition to price. Each is sent to that partition explicitly.
+So per-record costs (Faust's stream, sensors, acks, a produce) are paid once per batch, not once
+per app.
 
 Why the partition must be exactly the one the app id's key would go to: change detection keeps
 its tables (``price-state`` keyed "app:cc", ``price-history``) in RocksDB per partition, and Faust
@@ -15,8 +18,10 @@ partition would not find it. Keeping to the producer's own choice for the app-id
 the records of one app in one partition, in order, whether they come one per app (the shape
 before batches, still accepted) or in batches.
 
-Both topics still accept the shape of one record per app (``RawPrice``, ``Observation``), as
-published before batches existed, so records in flight across an upgrade are not lost.
+The same holds for the ``app-state`` table of the schedule agent, written from ``schedule``
+records. Every topic still accepts the shape of one record per app (``RawPrice``,
+``Observation``, ``ScheduleCommand``, ``CrawlRequest``, keyed by app id), as published before
+batches existed, so records in flight across an upgrade are not lost.
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from steamprice.models import Observation
+from steamprice.models import Observation, ScheduleCommand
+
+# Most app ids one schedule or crawl-requests record holds (a few kB of JSON): a long list (a
+# whole catalog seeded, retry-failed of thousands) goes out in several records.
+MAX_RECORD_APPS = 1000
 
 
 def partition_for(app_id: int, partitions: int) -> int:
@@ -66,6 +75,19 @@ def _time(value: Any) -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+def _maybe_time(value: Any) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def _maybe_iso(moment: datetime | None) -> str | None:
+    return None if moment is None else _iso(moment)
+
+
+def chunks(items: Sequence[Any], size: int = MAX_RECORD_APPS) -> list[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (one record each)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # --- prices-raw -------------------------------------------------------------------------------
@@ -206,3 +228,136 @@ def _observation(item: Mapping[str, Any], cc: str, at: datetime) -> Observation:
 def app_ids_json(app_ids: Iterable[int]) -> str:
     """The ``price_checks.app_ids`` column: a sorted JSON array."""
     return json.dumps(sorted(app_ids), separators=(",", ":"))
+
+
+# --- schedule -----------------------------------------------------------------------------------
+
+
+def schedule_record(commands: Sequence[ScheduleCommand]) -> dict[str, Any]:
+    """The JSON value of a ``schedule`` record: commands of one op and time, apps of one partition.
+
+    Columns, so that ``kcat`` shows a short line: ``app_ids``, plus what the op needs per app:
+    ``sent_at`` (seed), ``reasons`` (failed), ``change_numbers`` and ``modified_at`` (changed).
+    """
+    first = commands[0]
+    op, at = first.op, first.at
+    if any(c.op != op or c.at != at for c in commands):
+        raise ValueError("a schedule record holds commands of one op and one time")
+    value: dict[str, Any] = {"op": op, "at": _iso(at), "app_ids": [c.app_id for c in commands]}
+    if any(c.sent_at is not None for c in commands):
+        value["sent_at"] = [_maybe_iso(c.sent_at) for c in commands]
+    if any(c.reason for c in commands):
+        value["reasons"] = [c.reason for c in commands]
+    if any(c.change_number is not None or c.modified_at is not None for c in commands):
+        value["change_numbers"] = [c.change_number for c in commands]
+        value["modified_at"] = [_maybe_iso(c.modified_at) for c in commands]
+    return value
+
+
+def _column(value: Mapping[str, Any], name: str, n: int, default: Any) -> list[Any]:
+    column = value.get(name)
+    if column is None:
+        return [default] * n
+    if not isinstance(column, list) or len(column) != n:
+        raise BadRecord(f"{name} does not match app_ids")
+    return column
+
+
+def _app_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRecord(f"not an app id: {value!r:.40}")
+    return value
+
+
+def read_schedule(value: Any) -> list[ScheduleCommand]:
+    """A ``schedule`` record: a batch, or one ``ScheduleCommand`` (the shape before batches)."""
+    if not isinstance(value, Mapping):
+        raise BadRecord(f"not a JSON object: {value!r:.80}")
+    try:
+        op, at = str(value["op"]), _time(value["at"])
+        if "app_ids" not in value:
+            return [
+                ScheduleCommand(
+                    _app_id(value["app_id"]),
+                    op,
+                    at,
+                    str(value.get("reason") or ""),
+                    value.get("change_number"),
+                    _maybe_time(value.get("modified_at")),
+                    _maybe_time(value.get("sent_at")),
+                )
+            ]
+        app_ids = value["app_ids"]
+        if not isinstance(app_ids, list):
+            raise BadRecord("app_ids is not a list")
+        n = len(app_ids)
+        sent = _column(value, "sent_at", n, None)
+        reasons = _column(value, "reasons", n, "")
+        numbers = _column(value, "change_numbers", n, None)
+        modified = _column(value, "modified_at", n, None)
+        return [
+            ScheduleCommand(
+                _app_id(app_id),
+                op,
+                at,
+                str(reasons[i] or ""),
+                numbers[i],
+                _maybe_time(modified[i]),
+                _maybe_time(sent[i]),
+            )
+            for i, app_id in enumerate(app_ids)
+        ]
+    except BadRecord:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRecord(f"not a schedule record ({exc!r:.80})") from None
+
+
+# --- crawl-requests -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlBatch:
+    """The apps of one ``crawl-requests`` record, and which of them answer a seed."""
+
+    app_ids: Sequence[int]
+    # Apps priced because someone seeded them (their end dates are asked again).
+    reseeded: frozenset[int] = frozenset()
+
+
+def crawl_record(
+    requested_at: datetime, app_ids: Sequence[int], reseeded: Iterable[int] = ()
+) -> dict[str, Any]:
+    """The JSON value of a ``crawl-requests`` record: apps of one partition to price now
+    (``reseeded``, those of them that answer a seed, only when there are some)."""
+    record: dict[str, Any] = {"requested_at": _iso(requested_at), "app_ids": list(app_ids)}
+    marked = set(reseeded)
+    if marked:
+        record["reseeded"] = sorted(marked)
+    return record
+
+
+def read_crawl_batch(value: Any) -> CrawlBatch:
+    """A ``crawl-requests`` record, or one ``CrawlRequest`` (before batches; ``seeded`` marks it
+    re-seeded). A record without ``reseeded`` (before end dates) has none."""
+    if not isinstance(value, Mapping):
+        raise BadRecord(f"not a JSON object: {value!r:.80}")
+    try:
+        if "app_ids" in value:
+            if not isinstance(value["app_ids"], list):
+                raise BadRecord("app_ids is not a list")
+            app_ids = [_app_id(a) for a in value["app_ids"]]
+            marked = value.get("reseeded") or []
+            if not isinstance(marked, list):
+                raise BadRecord("reseeded is not a list")
+            return CrawlBatch(app_ids, frozenset(_app_id(a) for a in marked).intersection(app_ids))
+        app_id = _app_id(value["app_id"])
+        seeded = frozenset([app_id]) if value.get("seeded") is True else frozenset()
+        return CrawlBatch([app_id], seeded)
+    except KeyError as exc:
+        raise BadRecord(f"not a crawl-requests record ({exc!r:.80})") from None
+
+
+def read_crawl(value: Any) -> list[int]:
+    """The app ids of a ``crawl-requests`` record, or of one ``CrawlRequest`` (before batches)."""
+    return list(read_crawl_batch(value).app_ids)

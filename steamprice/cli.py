@@ -32,7 +32,7 @@ from steamprice.schedule import RETRY, BadSeed, parse_seed
 from steamprice.services import store
 from steamprice.status import read_app_states
 from steamprice.steam import StoreError
-from steamprice.topics import ALL_TOPICS, app_ids_topic, schedule_topic
+from steamprice.topics import ALL_TOPICS, app_ids_topic, send_schedule
 
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -157,10 +157,8 @@ async def retry_failed(self: AppCommand) -> None:
     failed = await _failed_apps()
     await _ensure_topics()
     now = datetime.now(UTC)
-    for app_id in failed:
-        await schedule_topic.send(
-            key=app_id, value=ScheduleCommand(app_id=app_id, op=RETRY, at=now)
-        )
+    # One schedule record per partition: the schedule agent writes each app in its own.
+    await send_schedule(ScheduleCommand(a, RETRY, now) for a in failed)
     await app.producer.flush()
     self.say(f"Re-enqueued {len(failed)} failed apps")
 

@@ -12,14 +12,17 @@ import faust
 _OPTIONS = {"serializer": "json", "isodates": True, "include_metadata": False}
 
 
-class ScheduleCommand(faust.Record, **_OPTIONS):
-    """A request to the scheduler about one app, keyed by app id.
+@dataclass(frozen=True, slots=True)
+class ScheduleCommand:
+    """A request to the scheduler about one app.
 
     ``op`` is ``seed`` (a user asked: check now), ``recheck`` (the timer found it due), ``failed``
     (the crawler gave up on it, ``reason`` says why), ``retry`` (`steamprice retry-failed`),
     ``priced`` (the crawler has an answer in every region) or ``changed`` (the app-list poller
     saw ``change_number``, Steam's ``price_change_number``, with ``modified_at``). A ``seed``
     carries ``sent_at``, when it was put on the seed topic: a request made after that covers it.
+    Not a Record: commands travel in batches of one partition (``steamprice.batches``), and the
+    schedule agent reads one per app of every sweep.
     """
 
     app_id: int
@@ -29,14 +32,6 @@ class ScheduleCommand(faust.Record, **_OPTIONS):
     change_number: int | None = None
     modified_at: datetime | None = None
     sent_at: datetime | None = None
-
-
-class CrawlRequest(faust.Record, **_OPTIONS):
-    """One app to price now, in every configured region (``seeded``: because someone asked)."""
-
-    app_id: int
-    requested_at: datetime
-    seeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,22 @@
-"""Every topic of the pipeline, declared once.
+"""Every topic of the pipeline, declared once, and how batches reach their partitions.
 
-Keyed by app id (JSON integer), one record per app or event, except the batch topics
-(``prices-raw``, ``prices-normalized``, ``end-date-asks``): each record there holds the apps of
-one Steam answer that belong to one partition, sent to that partition explicitly (see
-``steamprice.batches``).
+What other programs read and write (``app-ids``, ``price-changes``, ``app-ids-failed``) is keyed
+by app id (JSON integer), one record per app or event. The pipeline's own topics carry batches
+(``schedule``, ``crawl-requests``, ``prices-raw``, ``prices-normalized``, ``end-date-asks``): each
+record holds apps of one partition, sent to that partition explicitly (see ``steamprice.batches``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import faust
 
 from steamprice.app import app, settings
-from steamprice.models import (
-    CrawlRequest,
-    FailedInput,
-    PriceChange,
-    ScheduleCommand,
-)
+from steamprice.batches import by_partition, chunks, crawl_record, partition_for, schedule_record
+from steamprice.models import FailedInput, PriceChange, ScheduleCommand
 
 
 def _keyed_by_app(short: str, value_type: type[faust.Record]) -> Any:
@@ -40,10 +38,6 @@ app_ids_topic = app.topic(
     internal=True,
 )
 app_ids_failed_topic = _keyed_by_app("app-ids-failed", FailedInput)
-# Internal: schedule commands, re-keyed by app id so the schedule table is co-partitioned.
-schedule_topic = _keyed_by_app("schedule", ScheduleCommand)
-# Internal: apps due for pricing now.
-crawl_requests_topic = _keyed_by_app("crawl-requests", CrawlRequest)
 
 
 def _batches(short: str) -> Any:
@@ -55,6 +49,10 @@ def _batches(short: str) -> Any:
     return app.topic(settings.topic_name(short), value_serializer="json", internal=True)
 
 
+# Internal: schedule commands for the apps of one partition, co-partitioned with app-state.
+schedule_topic = _batches("schedule")
+# Internal: apps of one partition due for pricing now.
+crawl_requests_topic = _batches("crawl-requests")
 prices_raw_topic = _batches("prices-raw")
 prices_normalized_topic = _batches("prices-normalized")
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
@@ -86,3 +84,47 @@ ALL_TOPICS = (
     end_date_asks_topic,
     alert_rules_topic,
 )
+
+
+def partitions() -> int:
+    """Partitions of the pipeline's topics (all have the same number: co-partitioned)."""
+    return int(schedule_topic.partitions or app.conf.topic_partitions)
+
+
+async def send_schedule(commands: Iterable[ScheduleCommand], partition: int | None = None) -> int:
+    """Commands to the schedule topic: one record per partition, op and time; returns how many.
+
+    ``partition``: every command's app is known to be of that partition (no hashing).
+    """
+    groups: dict[tuple[int, str, datetime], list[ScheduleCommand]] = {}
+    count = partitions()
+    for cmd in commands:
+        where = partition_for(cmd.app_id, count) if partition is None else partition
+        groups.setdefault((where, cmd.op, cmd.at), []).append(cmd)
+    records = 0
+    for (where, _, _), group in groups.items():
+        for chunk in chunks(group):
+            await schedule_topic.send(value=schedule_record(chunk), partition=where)
+            records += 1
+    return records
+
+
+async def send_crawl_requests(
+    requested_at: datetime,
+    app_ids: Sequence[int] | Mapping[int, Sequence[int]],
+    reseeded: Collection[int] = (),
+) -> int:
+    """Apps to price: one ``crawl-requests`` record per partition; returns how many.
+
+    ``app_ids``: a list, or lists by partition (already grouped). ``reseeded``: those of them
+    priced because someone seeded them (their end dates are asked again).
+    """
+    groups = app_ids if isinstance(app_ids, Mapping) else by_partition(app_ids, partitions())
+    marked = frozenset(reseeded)
+    records = 0
+    for where, ids in groups.items():
+        for chunk in chunks(list(ids)):
+            value = crawl_record(requested_at, chunk, marked.intersection(chunk))
+            await crawl_requests_topic.send(value=value, partition=where)
+            records += 1
+    return records

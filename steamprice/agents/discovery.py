@@ -1,8 +1,9 @@
 """Change-driven re-pricing: the leader asks the app list which apps changed since its last look.
 
-Each listed app goes to the scheduler as ``changed`` with its ``price_change_number``; the
-scheduler re-prices it ahead of the sweep only if the number moved (see steamprice.discovery for
-what the number is believed to mean and why the sweep stays the safety net).
+Each listed app goes to the scheduler as ``changed`` with its ``price_change_number`` (in records
+of one partition each); the scheduler re-prices it ahead of the sweep only if the number moved
+(see steamprice.discovery for what the number is believed to mean and why the sweep stays the
+safety net).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from steamprice.models import ScheduleCommand
 from steamprice.schedule import CHANGED
 from steamprice.services import metrics, store
 from steamprice.steam import StoreError
-from steamprice.topics import schedule_topic
+from steamprice.topics import send_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +34,17 @@ async def poll_changed_apps() -> int:
     listed = 0
     async for page in iter_app_list(store, key, types=settings.steam_app_types, since=cursor.since):
         at = datetime.now(UTC)
-        for entry in page.apps:
-            await schedule_topic.send(
-                key=entry.app_id,
-                value=ScheduleCommand(
-                    app_id=entry.app_id,
-                    op=CHANGED,
-                    at=at,
-                    change_number=entry.price_change_number,
-                    modified_at=datetime.fromtimestamp(entry.last_modified, UTC),
-                ),
+        # One schedule record per partition (and up to MAX_RECORD_APPS apps) of the page.
+        await send_schedule(
+            ScheduleCommand(
+                entry.app_id,
+                CHANGED,
+                at,
+                change_number=entry.price_change_number,
+                modified_at=datetime.fromtimestamp(entry.last_modified, UTC),
             )
+            for entry in page.apps
+        )
         listed += len(page.apps)
     cursor.advance(started)
     return listed

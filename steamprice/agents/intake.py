@@ -1,4 +1,10 @@
-"""Seed intake and the per-app schedule: validate, re-key, decide when to crawl.
+"""Seed intake and the per-app schedule: validate, group by partition, decide when to crawl.
+
+Seeds arrive one per app (the seed topic is a contract); the intake forwards them in schedule
+records of one partition each, and every other producer of schedule commands (the crawler's
+answers, the dispatcher's re-checks, ``retry-failed``, the app-list poller) sends such records
+too, so the schedule agent pays Faust's per-record costs once per batch, and each app-state key
+is written in its own partition (see ``steamprice.batches``).
 
 The dispatcher does not scan the app-state table: a :class:`~steamprice.schedule.DueIndex` (a
 heap per priority, in memory) answers "what is due now" in O(due). It is derived data, not state:
@@ -12,15 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from steamprice.app import app, settings
-from steamprice.models import CrawlRequest, FailedInput, ScheduleCommand
+from steamprice.batches import BadRecord, read_schedule
+from steamprice.batching import Batcher
+from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import (
     RECHECK,
     SEED,
     BadSeed,
+    Decision,
     DueIndex,
     LogThrottle,
     SchedulePolicy,
@@ -33,8 +44,9 @@ from steamprice.tables import app_state_table
 from steamprice.topics import (
     app_ids_failed_topic,
     app_ids_topic,
-    crawl_requests_topic,
     schedule_topic,
+    send_crawl_requests,
+    send_schedule,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,16 +65,24 @@ bad_seed_log = LogThrottle(burst=20, window=60.0)
 # So are re-seeds coalesced into a later re-check (a whole catalog seeded twice in a minute).
 recheck_log = LogThrottle(burst=20, window=60.0)
 REBUILD_YIELD_EVERY = 5000
+# Seeds are forwarded in batches closed when this many arrived or this long after the first.
+INTAKE_BATCH_SIZE = 1000
+INTAKE_BATCH_SECONDS = 0.5
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def sent_at(stream: Any) -> datetime | None:
-    """When the seed being processed was put on the seed topic (its Kafka timestamp)."""
-    timestamp = stream.current_event.message.timestamp
+def sent_at(event: Any) -> datetime | None:
+    """When a seed was put on the seed topic (its Kafka timestamp)."""
+    timestamp = event.message.timestamp
     return datetime.fromtimestamp(timestamp, UTC) if timestamp and timestamp > 0 else None
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    # None stands for "now" (no timestamp): the latest of all.
+    return None if a is None or b is None else max(a, b)
 
 
 @app.task  # type: ignore[untyped-decorator]
@@ -76,74 +96,117 @@ async def declare_failed_topic() -> None:
     await app_ids_failed_topic.maybe_declare()
 
 
+async def reject_seed(value: Any, exc: BadSeed) -> None:
+    metrics.bad_input.labels("seed", "invalid").inc()
+    log_it, suppressed = bad_seed_log.allow(time.monotonic())
+    if suppressed:
+        logger.warning("%d more rejected seed messages were not logged", suppressed)
+    if log_it:
+        logger.warning("Rejected seed message (%s): %.80r", exc, value)
+    raw = value.decode("utf-8", "replace")[:1024] if isinstance(value, bytes) else str(value)
+    await app_ids_failed_topic.send(key=None, value=FailedInput(reason=str(exc), at=now(), raw=raw))
+
+
+async def forward_seeds(events: Sequence[Any]) -> None:
+    """One batch of seed messages -> one ``seed`` record per partition (an app once per batch)."""
+    seeds: dict[int, datetime | None] = {}
+    good = 0
+    for event in events:
+        try:
+            app_id = parse_seed(event.value)
+        except BadSeed as exc:
+            await reject_seed(event.value, exc)
+            continue
+        good += 1
+        sent = sent_at(event)
+        seeds[app_id] = _later(seeds[app_id], sent) if app_id in seeds else sent
+    if not seeds:
+        return
+    metrics.kafka_messages.labels("app-ids", "consumed").inc(good)
+    at = now()
+    await send_schedule(ScheduleCommand(a, SEED, at, sent_at=s) for a, s in seeds.items())
+
+
 @app.agent(app_ids_topic, name="intake")
 async def intake(stream: Any) -> None:
-    """Seed topic -> schedule topic keyed by app id; garbage -> app-ids-failed with a reason."""
-    async for value in stream:
-        try:
-            app_id = parse_seed(value)
-        except BadSeed as exc:
-            metrics.bad_input.labels("seed", "invalid").inc()
-            log_it, suppressed = bad_seed_log.allow(time.monotonic())
-            if suppressed:
-                logger.warning("%d more rejected seed messages were not logged", suppressed)
-            if log_it:
-                logger.warning("Rejected seed message (%s): %.80r", exc, value)
-            raw = (
-                value.decode("utf-8", "replace")[:1024] if isinstance(value, bytes) else str(value)
-            )
-            await app_ids_failed_topic.send(
-                key=None, value=FailedInput(reason=str(exc), at=now(), raw=raw)
-            )
-            continue
-        metrics.kafka_messages.labels("app-ids", "consumed").inc()
-        await schedule_topic.send(
-            key=app_id,
-            value=ScheduleCommand(app_id=app_id, op=SEED, at=now(), sent_at=sent_at(stream)),
+    """Seed topic -> schedule records by partition; garbage -> app-ids-failed with a reason."""
+    batcher = Batcher(
+        stream.noack(),
+        INTAKE_BATCH_SIZE,
+        INTAKE_BATCH_SECONDS,
+        forward_seeds,
+        name="intake",
+        events=True,
+    )
+    await batcher.run()
+
+
+def _coalesced(cmd: ScheduleCommand, prev: AppState | None, decision: Decision) -> None:
+    log_it, suppressed = recheck_log.allow(time.monotonic())
+    if suppressed:
+        logger.info("%d more seeds were coalesced into re-checks", suppressed)
+    if log_it and decision.recheck_at is not None:
+        logger.info(
+            "Seed of app %d coalesced into one re-check at %s (at most one request"
+            " per SEED_DEDUPE_SECONDS; the last was %s)",
+            cmd.app_id,
+            decision.recheck_at.isoformat(timespec="seconds"),
+            prev.last_requested.isoformat(timespec="seconds")
+            if prev and prev.last_requested
+            else "never",
         )
 
 
-@app.agent(schedule_topic, name="schedule")
-async def schedule(stream: Any) -> None:
-    """Apply schedule commands to the app-state table; send due apps to the crawler."""
-    async for cmd in stream:
+async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) -> None:
+    """Apply one record's commands to the app-state table (all its apps are of ``partition``);
+    the apps to price now go to the crawler in one record, to the same partition."""
+    dispatched: list[int] = []
+    # Of those, the apps priced because someone seeded them: their end dates are asked again.
+    reseeded: list[int] = []
+    counts: Counter[str] = Counter()
+    parked: list[tuple[ScheduleCommand, str]] = []
+    for cmd in commands:
         prev = app_state_table.get(cmd.app_id)
         decision = decide(prev, cmd, policy)
         if decision.state is not None:
             app_state_table[cmd.app_id] = decision.state
         due_index.update(cmd.app_id, decision.state or prev)
         if decision.dispatch:
-            await crawl_requests_topic.send(
-                key=cmd.app_id,
-                value=CrawlRequest(app_id=cmd.app_id, requested_at=cmd.at, seeded=decision.seeded),
-            )
-            metrics.games_processed.labels("schedule", cmd.op).inc()
+            dispatched.append(cmd.app_id)
+            if decision.seeded:
+                reseeded.append(cmd.app_id)
+            counts[cmd.op] += 1
         if decision.covered:
-            metrics.games_processed.labels("schedule", "seed_covered").inc()
+            counts["seed_covered"] += 1
         if decision.recheck_at is not None:
-            metrics.games_processed.labels("schedule", "recheck_coalesced").inc()
-            log_it, suppressed = recheck_log.allow(time.monotonic())
-            if suppressed:
-                logger.info("%d more seeds were coalesced into re-checks", suppressed)
-            if log_it:
-                logger.info(
-                    "Seed of app %d coalesced into one re-check at %s (at most one request"
-                    " per SEED_DEDUPE_SECONDS; the last was %s)",
-                    cmd.app_id,
-                    decision.recheck_at.isoformat(timespec="seconds"),
-                    prev.last_requested.isoformat(timespec="seconds")
-                    if prev and prev.last_requested
-                    else "never",
-                )
+            counts["recheck_coalesced"] += 1
+            _coalesced(cmd, prev, decision)
         if decision.failed_reason:
-            metrics.games_processed.labels("schedule", "failed").inc()
-            logger.warning(
-                "App %d moved to the failed state: %s", cmd.app_id, decision.failed_reason
-            )
-            await app_ids_failed_topic.send(
-                key=cmd.app_id,
-                value=FailedInput(reason=decision.failed_reason, at=cmd.at, app_id=cmd.app_id),
-            )
+            counts["failed"] += 1
+            parked.append((cmd, decision.failed_reason))
+    if dispatched:
+        await send_crawl_requests(commands[0].at, {partition: dispatched}, reseeded)
+    for cmd, reason in parked:
+        logger.warning("App %d moved to the failed state: %s", cmd.app_id, reason)
+        await app_ids_failed_topic.send(
+            key=cmd.app_id, value=FailedInput(reason=reason, at=cmd.at, app_id=cmd.app_id)
+        )
+    for status, n in counts.items():
+        metrics.games_processed.labels("schedule", status).inc(n)
+
+
+@app.agent(schedule_topic, name="schedule")
+async def schedule(stream: Any) -> None:
+    """Apply schedule records to the app-state table; send due apps to the crawler."""
+    async for event in stream.events():
+        try:
+            commands = read_schedule(event.value)
+        except BadRecord as exc:
+            metrics.bad_input.labels("schedule", "invalid").inc()
+            logger.error("Skipped a schedule record at %s: %s", event.message.tp, exc)
+            continue
+        if commands:
+            await apply_commands(commands, event.message.partition)
 
 
 @app_state_table.on_recover
@@ -184,10 +247,8 @@ async def dispatch_due_apps() -> None:
         in_flight=due_index.pending,
     )
     released = due_index.pop_due(moment.timestamp(), budget)
-    for app_id in released:
-        await schedule_topic.send(
-            key=app_id, value=ScheduleCommand(app_id=app_id, op=RECHECK, at=moment)
-        )
+    if released:
+        await send_schedule(ScheduleCommand(a, RECHECK, moment) for a in released)
     waiting = due_index.count_due(moment.timestamp())
     metrics.queue_size.labels("tracked").set(due_index.tracked)
     metrics.queue_size.labels("due").set(waiting["due"])

@@ -1,15 +1,42 @@
-"""The intake agent: seeds become schedule commands keyed by app id; garbage goes to app-ids-failed."""
+"""The intake agent: seeds become schedule records of one partition each; garbage goes to
+app-ids-failed, message by message."""
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from steamprice.agents.intake import intake
+from steamprice.app import app
+from steamprice.batches import partition_for, read_schedule
 from steamprice.metrics import Metrics
 from steamprice.models import FailedInput, ScheduleCommand
 from steamprice.schedule import SEED
 from steamprice.topics import app_ids_failed_topic, schedule_topic
 from tests.support.agents import Sent, processed
+
+PARTITIONS = app.conf.topic_partitions
+
+
+def commands(sent: Sent) -> list[tuple[int | None, list[ScheduleCommand]]]:
+    """(partition, commands) of every schedule record sent, as the wire has them."""
+    name = schedule_topic.get_topic_name()
+    return [
+        (r.partition, read_schedule(json.loads(json.dumps(r.value))))
+        for r in sent.records
+        if r.topic == name
+    ]
+
+
+async def put_all(agent: Any, *raws: bytes) -> list[Any]:
+    events = [await agent.put(raw) for raw in raws]
+    for event in events:
+        await processed(event)
+    return events
+
 
 BAD_SEEDS = [
     (b"", "empty message"),
@@ -53,16 +80,19 @@ async def test_a_bad_seed_goes_to_app_ids_failed_with_its_reason(
 
 
 @pytest.mark.parametrize("raw", [b"730", b" 730\n", b'{"app_id": 730}', b'{"app_id": 730, "x": 1}'])
-async def test_a_good_seed_becomes_a_seed_command_keyed_by_app_id(
+async def test_a_good_seed_becomes_a_seed_command_in_its_partition(
     raw: bytes, sent: Sent, metrics: Metrics
 ) -> None:
+    before = datetime.now(UTC)
     async with intake.test_context() as agent:
-        await processed(await agent.put(raw, key=None))
+        [event] = await put_all(agent, raw)
 
-    [(key, command)] = sent.to(schedule_topic)
-    assert key == 730
-    assert isinstance(command, ScheduleCommand)
+    [(partition, [command])] = commands(sent)
+    assert partition == partition_for(730, PARTITIONS)
     assert (command.app_id, command.op) == (730, SEED)
+    # When it was put on the seed topic: a request made after that covers it.
+    assert command.sent_at == datetime.fromtimestamp(event.message.timestamp, UTC)
+    assert before <= command.at <= datetime.now(UTC)
     assert sent.to(app_ids_failed_topic) == []
     assert invalid_seeds(metrics) == 0
     consumed = {"topic": "app-ids", "operation": "consumed"}
@@ -71,8 +101,20 @@ async def test_a_good_seed_becomes_a_seed_command_keyed_by_app_id(
 
 async def test_garbage_between_seeds_is_routed_message_by_message(sent: Sent) -> None:
     async with intake.test_context() as agent:
-        for raw in (b"10", b"junk", b"20", b"", b'{"app_id": 30}'):
-            await processed(await agent.put(raw))
+        await put_all(agent, b"10", b"junk", b"20", b"", b'{"app_id": 30}')
 
-    assert [k for k, _ in sent.to(schedule_topic)] == [10, 20, 30]
+    assert sorted(c.app_id for _, cmds in commands(sent) for c in cmds) == [10, 20, 30]
     assert [f.raw for _, f in sent.to(app_ids_failed_topic)] == ["junk", ""]
+
+
+async def test_many_seeds_go_out_as_one_record_per_partition_each_app_once(sent: Sent) -> None:
+    apps = list(range(1, 301))
+    async with intake.test_context() as agent:
+        await put_all(agent, *(str(a).encode() for a in [*apps, 5, 7]))  # 5 and 7 twice
+
+    records = commands(sent)
+    assert len(records) == len({partition_for(a, PARTITIONS) for a in apps})
+    for partition, cmds in records:
+        assert {partition_for(c.app_id, PARTITIONS) for c in cmds} == {partition}
+        assert len({c.at for c in cmds}) == 1
+    assert sorted(c.app_id for _, cmds in records for c in cmds) == apps

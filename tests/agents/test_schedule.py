@@ -1,11 +1,13 @@
 """The schedule agent: each command's decision lands in the app-state table and on the topics.
 
-Commands carry their own time (``at``), so the windows below are production's: the dedupe
-window, the recrawl interval and the failure limit come from the worker's settings.
+Commands arrive in records of one op for apps of one partition (``steamprice.batches``); they
+carry their own time (``at``), so the windows below are production's: the dedupe window, the
+recrawl interval and the failure limit come from the worker's settings.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,15 +15,18 @@ from typing import Any
 import pytest
 
 from steamprice.agents.intake import due_index, schedule
-from steamprice.app import settings
+from steamprice.app import app, settings
+from steamprice.batches import partition_for, read_crawl, read_crawl_batch, schedule_record
 from steamprice.metrics import Metrics
-from steamprice.models import AppState, CrawlRequest, FailedInput, ScheduleCommand
+from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED, RECHECK, RETRY, SEED
 from steamprice.tables import app_state_table
 from steamprice.topics import app_ids_failed_topic, crawl_requests_topic
 from tests.support.agents import Sent, processed
 
 APP = 730
+PARTITIONS = app.conf.topic_partitions
+HOME = partition_for(APP, PARTITIONS)  # the partition of app 730
 T0 = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 DEDUPE = timedelta(seconds=settings.seed_dedupe_seconds)
 INTERVAL = timedelta(seconds=settings.recrawl_interval_seconds)
@@ -42,17 +47,25 @@ class Driver:
         self.sent = sent
 
     async def __call__(
-        self, op: str, at: datetime, app_id: int = APP, reason: str = "", partition: int = 0
+        self, op: str, at: datetime, app_id: int = APP, reason: str = "", partition: int = -1
     ) -> None:
-        cmd = ScheduleCommand(app_id=app_id, op=op, at=at, reason=reason)
-        event = await self.agent.put(cmd, key=app_id, partition=partition)
+        """One command in a record of its own, in the app's partition unless told otherwise."""
+        cmd = ScheduleCommand(app_id, op, at, reason)
+        await self.record([cmd], partition)
+
+    async def record(self, commands: list[ScheduleCommand], partition: int = -1) -> None:
+        if partition < 0:
+            partition = partition_for(commands[0].app_id, PARTITIONS)
+        value = json.loads(json.dumps(schedule_record(commands)))  # as the wire has it
+        event = await self.agent.put(value, partition=partition)
         await processed(event)
 
     def dispatched(self) -> list[tuple[int, datetime]]:
         out = []
         for key, request in self.sent.to(crawl_requests_topic):
-            assert isinstance(request, CrawlRequest) and key == request.app_id
-            out.append((key, request.requested_at))
+            assert key is None and isinstance(request, dict)
+            at = datetime.fromisoformat(request["requested_at"])
+            out.extend((app_id, at) for app_id in read_crawl(request))
         return out
 
     def state(self, app_id: int = APP) -> AppState:
@@ -75,16 +88,51 @@ def dispatches(metrics: Metrics, op: str) -> float:
 async def test_a_seed_tracks_the_app_and_dispatches_it(
     drive: Driver, sent: Sent, metrics: Metrics
 ) -> None:
-    await drive(SEED, T0, partition=3)
+    await drive(SEED, T0)
 
     assert drive.dispatched() == [(APP, T0)]
     state = drive.state()
     assert (state.pending, state.last_requested, state.tracked_since) == (True, T0, T0)
-    # The write reached the table's changelog, keyed by the app, in the command's partition.
+    # The write reached the table's changelog, keyed by the app, in the record's partition.
     [logged] = [r for r in sent.records if r.topic == app_state_table.changelog_topic_name]
-    assert (logged.key, logged.value, logged.partition) == (APP, state, 3)
+    assert (logged.key, logged.value, logged.partition) == (APP, state, HOME)
     assert due_index.tracked == 1 and due_index.pending == 1
     assert dispatches(metrics, SEED) == 1
+
+
+async def test_a_record_of_many_apps_writes_each_in_its_partition_and_dispatches_once(
+    drive: Driver, sent: Sent, metrics: Metrics
+) -> None:
+    apps = [a for a in range(1, 400) if partition_for(a, PARTITIONS) == 6][:25]
+    await drive.record([ScheduleCommand(a, SEED, T0) for a in apps])
+
+    # Every app's state went to the changelog in the record's partition, keyed by its app.
+    logged = [r for r in sent.records if r.topic == app_state_table.changelog_topic_name]
+    assert [(r.key, r.partition) for r in logged] == [(a, 6) for a in apps]
+    # One crawl-requests record for them all, to the same partition.
+    [request] = [r for r in sent.records if r.topic == crawl_requests_topic.get_topic_name()]
+    assert request.partition == 6 and read_crawl(request.value) == apps
+    assert dispatches(metrics, SEED) == len(apps)
+
+    # The crawler's answer for them comes back as one record too.
+    await drive.record([ScheduleCommand(a, PRICED, T0 + DEDUPE) for a in apps])
+    assert all(not drive.state(a).pending for a in apps)
+    assert len(drive.dispatched()) == len(apps)
+
+
+async def test_the_shape_before_batches_is_applied_and_garbage_is_counted(
+    drive: Driver, metrics: Metrics
+) -> None:
+    # One ScheduleCommand Record per app, keyed by app id: what a worker of the previous
+    # design left on the topic.
+    old = {"app_id": APP, "op": SEED, "at": T0.isoformat(), "reason": "", "sent_at": None}
+    await processed(await drive.agent.put(old, key=APP, partition=HOME))
+    assert drive.dispatched() == [(APP, T0)]
+
+    await processed(await drive.agent.put({"op": SEED, "app_ids": "nope"}, partition=HOME))
+    invalid = {"source": "schedule", "reason": "invalid"}
+    assert metrics.registry.get_sample_value("steam_bad_input_total", invalid) == 1
+    assert drive.dispatched() == [(APP, T0)]
 
 
 async def test_a_second_seed_while_pending_is_the_same_round(drive: Driver) -> None:
@@ -107,6 +155,23 @@ async def test_a_reseed_within_the_dedupe_window_is_ignored_after_it_dispatches(
     await drive(SEED, later)  # past the window: an immediate re-check
     assert drive.dispatched() == [(APP, T0), (APP, later)]
     assert drive.state().pending and drive.state().last_requested == later
+
+
+async def test_a_request_that_answers_a_seed_says_so_and_the_sweep_does_not(
+    drive: Driver, sent: Sent
+) -> None:
+    await drive(SEED, T0)
+    await drive(SEED, T0 + DEDUPE / 4)  # while the request waits: coalesced into a re-check
+    await drive(PRICED, T0 + DEDUPE / 2)
+    recheck = drive.state().next_due
+    await drive(RECHECK, recheck)  # the re-check the second seed waited for
+    await drive(PRICED, recheck + DEDUPE / 4)
+    sweep = drive.state().next_due
+    await drive(RECHECK, sweep)  # the sweep's own re-crawl
+    assert drive.dispatched() == [(APP, T0), (APP, recheck), (APP, sweep)]
+    # The crawl-requests records say which apps answer a seed (their end dates are asked again).
+    marked = [read_crawl_batch(r).reseeded for _, r in sent.to(crawl_requests_topic)]
+    assert marked == [frozenset({APP}), frozenset({APP}), frozenset()]
 
 
 async def test_priced_schedules_the_next_check_within_the_recrawl_interval(

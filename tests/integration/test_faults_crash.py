@@ -15,8 +15,10 @@ from pathlib import Path
 from tests.support.catalog import Catalog, change_rows
 from tests.support.checks import (
     Quiet,
+    appdetails_requests,
     apps_requested,
     commit_problems,
+    crawl_commit_problems,
     metric,
     pipeline_status_while_stopping,
     seconds_to_progress,
@@ -31,7 +33,7 @@ from tests.support.faults import (
     first_sweep,
     served_at_least,
 )
-from tests.support.infra import committed_offsets
+from tests.support.infra import committed_offsets, topic_values
 from tests.support.processes import seed_apps
 
 
@@ -91,6 +93,7 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
         await worker.start()
         await first_sweep(run, catalog, worker)
         catalog.mutate(0.1)
+        first_round = await committed_offsets(run.pipeline, "crawl-requests")
         mark = len(steam.requests)
         await seed_apps(run.pipeline, apps)
         await served_at_least(steam, mark, 6)
@@ -106,9 +109,17 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
         assert zeros >= 3, zeros
         before = apps_requested(steam, mark)
         assert 0 < len(before) < len(apps)
-        # Committed: every crawl request answered so far (both rounds), and not one more.
-        offsets = await committed_offsets(run.pipeline, "crawl-requests")
-        assert sum(done for done, _ in offsets.values()) == len(apps) + len(before), offsets
+        # Committed: every crawl-requests record (apps of one partition) answered so far, and
+        # not one more: a record stays uncommitted while an app of it waits or was cut short.
+        assert all(done == end for done, end in first_round.values()), first_round
+        problems = crawl_commit_problems(
+            first_round,
+            await committed_offsets(run.pipeline, "crawl-requests"),
+            await topic_values(run.pipeline, "crawl-requests"),
+            set(before),
+            {int(a) for a in appdetails_requests(steam)[-1].query["appids"].split(",")},
+        )
+        assert problems == [], problems
         restart_mark = len(steam.requests)
 
         restarted = time.monotonic()

@@ -7,7 +7,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -160,6 +160,37 @@ def apps_requested(steam: Any, since: int = 0) -> Counter[int]:
         if r.path.startswith("/api/appdetails") and r.status == 200:
             asked.update(int(a) for a in r.query.get("appids", "").split(",") if a)
     return asked
+
+
+def crawl_commit_problems(
+    before: Mapping[int, tuple[int, int]],
+    after: Mapping[int, tuple[int, int]],
+    records: Mapping[int, Sequence[tuple[int, Any]]],
+    answered: Set[int],
+    last_request: Set[int],
+) -> list[str]:
+    """What is wrong with the crawl-requests commits of a round stopped mid-way.
+
+    ``before``/``after``: committed offsets and ends per partition when the round began and
+    after the stop; ``records``: every record's offset and value; ``answered``: the apps Steam
+    answered in the round; ``last_request``: those of its last request (in flight at the stop,
+    perhaps cut short after Steam's answer). A committed record must hold only answered apps
+    (else it was acked unprocessed: lost); the first record not committed must hold an app not
+    answered or of the last request (else commits lag behind the work done).
+    """
+    problems = []
+    for partition, (done, end) in sorted(after.items()):
+        start = before.get(partition, (0, 0))[1]
+        for offset, value in records.get(partition, ()):
+            if offset < start:
+                continue
+            apps = set(value["app_ids"]) if "app_ids" in value else {value["app_id"]}
+            if offset < done and not apps <= answered:
+                missing = sorted(apps - answered)[:5]
+                problems.append(f"p{partition}@{offset} committed, apps {missing} not answered")
+            if offset == done < end and apps <= answered and not apps & last_request:
+                problems.append(f"p{partition}@{offset} answered but not committed")
+    return problems
 
 
 def store_requests(steam: Any, since: int = 0) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import shutil
@@ -155,6 +156,34 @@ async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[i
         tps = [TopicPartition(name, p) for p in sorted(parts)]
         end = await consumer.end_offsets(tps)
         return {tp.partition: (await consumer.committed(tp) or 0, end[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def topic_values(pipeline: Pipeline, short: str) -> dict[int, list[tuple[int, Any]]]:
+    """Per partition of a topic: every record's offset and JSON value, from the start to the end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        name = pipeline.topic(short)
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: dict[int, list[tuple[int, Any]]] = {tp.partition: [] for tp in tps}
+        deadline = time.monotonic() + 60
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: not read to its end in 60 s")
+            batch = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, messages in batch.items():
+                out[tp.partition].extend(
+                    (m.offset, json.loads(m.value)) for m in messages if m.value is not None
+                )
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+        return out
     finally:
         await consumer.stop()
 

@@ -12,17 +12,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from steamprice.batches import (
+    MAX_RECORD_APPS,
     BadRecord,
+    CrawlBatch,
     ObservedBatch,
     RawBatch,
     by_partition,
+    chunks,
+    crawl_record,
     observed_record,
     partition_for,
     raw_record,
+    read_crawl,
+    read_crawl_batch,
     read_observed,
     read_raw,
+    read_schedule,
+    schedule_record,
 )
-from steamprice.models import Observation
+from steamprice.models import Observation, ScheduleCommand
 
 T = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 
@@ -95,3 +103,106 @@ def test_anything_else_is_a_bad_record(value: object) -> None:
         read_raw(value)
     with pytest.raises(BadRecord):
         read_observed(value)
+
+
+def test_schedule_records_round_trip_per_op() -> None:
+    later = datetime(2025, 8, 17, 13, 0, tzinfo=UTC)
+    batches = [
+        [ScheduleCommand(730, "seed", T, sent_at=later), ScheduleCommand(570, "seed", T)],
+        [ScheduleCommand(730, "priced", T), ScheduleCommand(570, "priced", T)],
+        [ScheduleCommand(730, "failed", T, "us: timeout"), ScheduleCommand(570, "failed", T, "x")],
+        [ScheduleCommand(730, "changed", T, change_number=7, modified_at=later)],
+        [ScheduleCommand(730, "retry", T)],
+    ]
+    for commands in batches:
+        value = _through_json(schedule_record(commands))
+        assert read_schedule(value) == commands
+    # What kcat shows for the common case: one short line.
+    assert schedule_record(batches[1]) == {
+        "op": "priced",
+        "at": T.isoformat(),
+        "app_ids": [730, 570],
+    }
+
+
+def test_a_schedule_record_holds_one_op_and_one_time() -> None:
+    with pytest.raises(ValueError, match="one op"):
+        schedule_record([ScheduleCommand(1, "seed", T), ScheduleCommand(2, "retry", T)])
+    with pytest.raises(ValueError, match="one op"):
+        schedule_record(
+            [ScheduleCommand(1, "seed", T), ScheduleCommand(2, "seed", T.replace(hour=1))]
+        )
+
+
+def test_the_schedule_command_before_batches_is_read() -> None:
+    # faust.Record JSON of ScheduleCommand (include_metadata=False), keyed by app id.
+    single = {
+        "app_id": 730,
+        "op": "changed",
+        "at": T.isoformat(),
+        "reason": "",
+        "change_number": 12,
+        "modified_at": T.isoformat(),
+        "sent_at": None,
+    }
+    assert read_schedule(single) == [ScheduleCommand(730, "changed", T, "", 12, T, None)]
+
+
+def test_crawl_records_round_trip_and_the_old_shape_is_read() -> None:
+    assert read_crawl(_through_json(crawl_record(T, [730, 570]))) == [730, 570]
+    assert read_crawl({"app_id": 730, "requested_at": T.isoformat()}) == [730]
+
+
+def test_crawl_records_carry_the_reseeded_apps_and_records_without_have_none() -> None:
+    record = _through_json(crawl_record(T, [730, 570, 440], reseeded=[570]))
+    assert read_crawl_batch(record) == CrawlBatch([730, 570, 440], frozenset({570}))
+    plain = crawl_record(T, [730, 570])
+    assert "reseeded" not in plain  # only when there are some: kcat shows a short line
+    assert read_crawl_batch(_through_json(plain)) == CrawlBatch([730, 570])
+    # An id the record does not price is no re-seed of it.
+    stray = {"requested_at": T.isoformat(), "app_ids": [730], "reseeded": [730, 999]}
+    assert read_crawl_batch(stray).reseeded == frozenset({730})
+    # The one-app shape before batches: its ``seeded`` flag.
+    old = {"app_id": 730, "requested_at": T.isoformat()}
+    assert read_crawl_batch({**old, "seeded": True}) == CrawlBatch([730], frozenset({730}))
+    assert read_crawl_batch(old) == CrawlBatch([730])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        [1],
+        {"op": "seed"},
+        {"op": "seed", "at": T.isoformat(), "app_ids": "730"},
+        {"op": "seed", "at": T.isoformat(), "app_ids": ["730"]},
+        {"op": "seed", "at": T.isoformat(), "app_ids": [1, 2], "sent_at": [None]},
+        {"op": "seed", "at": "soon", "app_ids": [1]},
+    ],
+)
+def test_a_bad_schedule_record_is_refused(value: object) -> None:
+    with pytest.raises(BadRecord):
+        read_schedule(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {},
+        {"app_ids": 5},
+        {"app_ids": [True]},
+        {"app_id": "1"},
+        {"app_ids": [1], "reseeded": 1},
+        {"app_ids": [1], "reseeded": ["1"]},
+    ],
+)
+def test_a_bad_crawl_record_is_refused(value: object) -> None:
+    with pytest.raises(BadRecord):
+        read_crawl(value)
+
+
+def test_long_lists_go_out_in_several_records() -> None:
+    ids = list(range(2 * MAX_RECORD_APPS + 1))
+    assert [len(c) for c in chunks(ids)] == [MAX_RECORD_APPS, MAX_RECORD_APPS, 1]
+    assert [a for c in chunks(ids) for a in c] == ids
