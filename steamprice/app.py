@@ -16,6 +16,7 @@ AGENT_MODULES = [
     "steamprice.agents.discovery",
     "steamprice.agents.enrich",
     "steamprice.agents.changes",
+    "steamprice.agents.enddates",
     "steamprice.sinks.mysql",
     "steamprice.sinks.discord",
     "steamprice.web",

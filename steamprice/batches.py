@@ -104,15 +104,20 @@ class RawBatch:
     cc: str
     fetched_at: datetime
     entries: Sequence[tuple[int, str]]
+    # Apps of the batch priced because someone seeded them (their end dates are asked again).
+    reseeded: frozenset[int] = frozenset()
 
 
 def raw_record(batch: RawBatch) -> dict[str, Any]:
-    """The JSON value of a ``prices-raw`` record."""
-    return {
+    """The JSON value of a ``prices-raw`` record (``reseeded`` only when there are some)."""
+    record: dict[str, Any] = {
         "cc": batch.cc,
         "fetched_at": _iso(batch.fetched_at),
         "entries": [[app_id, entry] for app_id, entry in batch.entries],
     }
+    if batch.reseeded:
+        record["reseeded"] = sorted(batch.reseeded)
+    return record
 
 
 def read_raw(value: Any) -> RawBatch:
@@ -124,7 +129,8 @@ def read_raw(value: Any) -> RawBatch:
             entries = [(int(a), str(e)) for a, e in value["entries"]]
         else:
             entries = [(int(value["app_id"]), str(value["entry"]))]
-        return RawBatch(str(value["cc"]), _time(value["fetched_at"]), entries)
+        reseeded = frozenset(int(a) for a in value.get("reseeded") or ())
+        return RawBatch(str(value["cc"]), _time(value["fetched_at"]), entries, reseeded)
     except BadRecord:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -310,20 +316,48 @@ def read_schedule(value: Any) -> list[ScheduleCommand]:
 # --- crawl-requests -----------------------------------------------------------------------------
 
 
-def crawl_record(requested_at: datetime, app_ids: Sequence[int]) -> dict[str, Any]:
-    """The JSON value of a ``crawl-requests`` record: apps of one partition to price now."""
-    return {"requested_at": _iso(requested_at), "app_ids": list(app_ids)}
+@dataclass(frozen=True, slots=True)
+class CrawlBatch:
+    """The apps of one ``crawl-requests`` record, and which of them answer a seed."""
+
+    app_ids: Sequence[int]
+    # Apps priced because someone seeded them (their end dates are asked again).
+    reseeded: frozenset[int] = frozenset()
 
 
-def read_crawl(value: Any) -> list[int]:
-    """The app ids of a ``crawl-requests`` record, or of one ``CrawlRequest`` (before batches)."""
+def crawl_record(
+    requested_at: datetime, app_ids: Sequence[int], reseeded: Iterable[int] = ()
+) -> dict[str, Any]:
+    """The JSON value of a ``crawl-requests`` record: apps of one partition to price now
+    (``reseeded``, those of them that answer a seed, only when there are some)."""
+    record: dict[str, Any] = {"requested_at": _iso(requested_at), "app_ids": list(app_ids)}
+    marked = set(reseeded)
+    if marked:
+        record["reseeded"] = sorted(marked)
+    return record
+
+
+def read_crawl_batch(value: Any) -> CrawlBatch:
+    """A ``crawl-requests`` record, or one ``CrawlRequest`` (before batches; ``seeded`` marks it
+    re-seeded). A record without ``reseeded`` (before end dates) has none."""
     if not isinstance(value, Mapping):
         raise BadRecord(f"not a JSON object: {value!r:.80}")
     try:
         if "app_ids" in value:
             if not isinstance(value["app_ids"], list):
                 raise BadRecord("app_ids is not a list")
-            return [_app_id(a) for a in value["app_ids"]]
-        return [_app_id(value["app_id"])]
+            app_ids = [_app_id(a) for a in value["app_ids"]]
+            marked = value.get("reseeded") or []
+            if not isinstance(marked, list):
+                raise BadRecord("reseeded is not a list")
+            return CrawlBatch(app_ids, frozenset(_app_id(a) for a in marked).intersection(app_ids))
+        app_id = _app_id(value["app_id"])
+        seeded = frozenset([app_id]) if value.get("seeded") is True else frozenset()
+        return CrawlBatch([app_id], seeded)
     except KeyError as exc:
         raise BadRecord(f"not a crawl-requests record ({exc!r:.80})") from None
+
+
+def read_crawl(value: Any) -> list[int]:
+    """The app ids of a ``crawl-requests`` record, or of one ``CrawlRequest`` (before batches)."""
+    return list(read_crawl_batch(value).app_ids)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
@@ -134,29 +135,50 @@ class Batcher:
 
 
 class Waiting(NamedTuple):
-    """An app taken off a :class:`PartitionQueue`: its partition, and the records it came in."""
+    """An app taken off a :class:`PartitionQueue`: its partition, the records it came in, and
+    whether any of them flagged it."""
 
     partition: int
     app_id: int
     tokens: list[Hashable]
+    flagged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """What ``read`` of a :class:`PartitionBatcher` may return: the apps of a record, and those
+    of them it flags (for the crawler: re-seeded)."""
+
+    app_ids: Iterable[int]
+    flagged: Iterable[int] = ()
 
 
 class PartitionQueue:
     """Apps waiting for a request, per partition, in arrival order, and the records they came in.
 
     Pure bookkeeping for :class:`PartitionBatcher`. A record (``token``) is done once every app
-    it brought was taken and reported :meth:`done`; an app brought by several records waits once.
+    it brought was taken and reported :meth:`done`; an app brought by several records waits once,
+    flagged when any of them flagged it.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         # partition -> {app_id: (arrival, tokens)}, in arrival order (dicts keep insertion order)
         self._waiting: dict[int, dict[int, tuple[float, list[Hashable]]]] = {}
+        self._flagged: set[int] = set()
         self._left: dict[Hashable, int] = {}
         self.count = 0
 
-    def add(self, token: Hashable, partition: int, app_ids: Iterable[int], now: float) -> bool:
-        """Queue the apps of one record; True when it brought none (done at once)."""
+    def add(
+        self,
+        token: Hashable,
+        partition: int,
+        app_ids: Iterable[int],
+        now: float,
+        flagged: Iterable[int] = (),
+    ) -> bool:
+        """Queue the apps of one record (``flagged``: those of them it flags); True when it
+        brought none (done at once)."""
         apps = self._waiting.setdefault(partition, {})
         n = 0
         for app_id in dict.fromkeys(app_ids):
@@ -169,6 +191,9 @@ class PartitionQueue:
             n += 1
         if n:
             self._left[token] = self._left.get(token, 0) + n
+            self._flagged.update(a for a in flagged if a in apps)
+        elif not apps:
+            del self._waiting[partition]  # an empty record of a partition with nothing waiting
         return n == 0
 
     def oldest(self) -> float | None:
@@ -178,9 +203,10 @@ class PartitionQueue:
 
     def _take(self, partition: int, n: int) -> list[Waiting]:
         apps = self._waiting[partition]
-        taken = [Waiting(partition, a, apps[a][1]) for a in list(apps)[:n]]
+        taken = [Waiting(partition, a, apps[a][1], a in self._flagged) for a in list(apps)[:n]]
         for w in taken:
             del apps[w.app_id]
+            self._flagged.discard(w.app_id)
         if not apps:
             del self._waiting[partition]
         self.count -= len(taken)
@@ -229,7 +255,9 @@ class PartitionBatcher:
     has waited ``wait`` seconds and the stream has nothing more to give (no record for
     ``IDLE_SECONDS``), whatever waits goes out, partitions mixed, ``size`` apps per request. An
     app never waits longer than ``max_age`` (a mixed request takes it then). Requests are
-    processed one at a time; a record is acked once every app it brought was processed. An error
+    processed one at a time (``process`` gets the ``(partition, app_id)`` pairs and the apps of
+    them that a record flagged: ``read`` returns a :class:`Requested` to flag some); a record is
+    acked once every app it brought was processed. An error
     of ``process`` is logged and its apps count as processed (Faust's rule for an agent); a
     request cancelled by a shutdown does not: its records stay unacked (with every record read
     ahead) and Kafka redelivers them after the restart.
@@ -242,8 +270,8 @@ class PartitionBatcher:
         stream: Any,
         size: int,
         wait: float,
-        process: Callable[[list[tuple[int, int]]], Awaitable[object]],
-        read: Callable[[Any], Iterable[int]],
+        process: Callable[[list[tuple[int, int]], frozenset[int]], Awaitable[object]],
+        read: Callable[[Any], Iterable[int] | Requested],
         *,
         partitions: int,
         max_age: float = 300.0,
@@ -280,12 +308,18 @@ class PartitionBatcher:
             self._idle_since = None
             token = id(event)
             self._events[token] = event
+            flagged: Iterable[int] = ()
             try:
-                app_ids = list(self.read(event))
+                got = self.read(event)
+                if isinstance(got, Requested):
+                    app_ids, flagged = list(got.app_ids), list(got.flagged)
+                else:
+                    app_ids = list(got)
             except Exception:
                 logger.exception("%s: a record could not be read; acked", self.name)
-                app_ids = []
-            if self.queue.add(token, event.message.partition, app_ids, time.monotonic()):
+                app_ids, flagged = [], ()
+            partition = event.message.partition
+            if self.queue.add(token, partition, app_ids, time.monotonic(), flagged):
                 await self._ack([token])
             while self.queue.count >= self.cap:
                 self._changed.set()
@@ -326,7 +360,10 @@ class PartitionBatcher:
                 continue
             self._room.set()
             try:
-                await self.process([(w.partition, w.app_id) for w in taken])
+                await self.process(
+                    [(w.partition, w.app_id) for w in taken],
+                    frozenset(w.app_id for w in taken if w.flagged),
+                )
             except asyncio.CancelledError:
                 logger.info(
                     "Cancelled: a request of %d apps of %s not acked, Kafka redelivers it",

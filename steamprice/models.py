@@ -84,6 +84,9 @@ class PriceChange(faust.Record, **_OPTIONS):
     # Lowest final price ever (after this change) and lowest of the 90 days before it.
     historical_low: int | None = None
     lowest_90d: int | None = None
+    # When the new discount ends, as Steam announces it (GetItems; UTC). None when not known
+    # yet: the notifier looks it up when it sends, and price_changes gets it when it comes.
+    discount_ends_at: datetime | None = None
 
 
 class SeenObservation(faust.Record, **_OPTIONS):

@@ -354,3 +354,34 @@ def apply_stored(
             return quick
         stored = PriceState.from_data(dict(stored))
     return apply_observation(stored, obs, load_history)
+
+
+def current_since(
+    stored: PriceState | Mapping[str, Any] | None, applied: Applied, obs: Observation
+) -> datetime | None:
+    """When the price ``obs`` shows was first observed, if it is still the current price.
+
+    That time (``price_current.observed_at``) and the prices identify a discount for its end
+    date. None when the state has moved on past ``obs`` (a stale or redelivered observation).
+    """
+    state: PriceState | Mapping[str, Any] | None = (
+        applied.state if applied.state is not None else stored
+    )
+    if state is None:
+        return None
+    if isinstance(state, Mapping):
+        current = fingerprint(
+            state["status"],
+            state["currency"],
+            state["initial"],
+            state["final"],
+            state["discount_percent"],
+        )
+        since = _stored_time(state["observed_at"])
+    else:
+        current = fingerprint(
+            state.status, state.currency, state.initial, state.final, state.discount_percent
+        )
+        since = state.observed_at
+    seen = fingerprint(obs.status, obs.currency, obs.initial, obs.final, obs.discount_percent)
+    return since if current == seen else None

@@ -176,6 +176,39 @@ def sweep_progress(
     return out
 
 
+@dataclass(frozen=True)
+class RegionDiscounts:
+    """One region: prices on sale in ``price_current`` (a real cut), how many of them with an
+    announced end, and the end-date questions waiting in ``discount_ends``."""
+
+    cc: str
+    discounted: int
+    known_end: int
+    asking: int = 0
+    failing: int = 0
+
+
+def discount_ends_report(
+    regions: Sequence[str], rows: Sequence[RegionDiscounts]
+) -> list[dict[str, Any]]:
+    """Per region: discounts with and without a known end, and questions still waiting."""
+    by_cc = {r.cc: r for r in rows}
+    out = []
+    for cc in dict.fromkeys([*regions, *sorted(by_cc)]):
+        r = by_cc.get(cc, RegionDiscounts(cc, 0, 0))
+        out.append(
+            {
+                "cc": cc,
+                "discounted": r.discounted,
+                "known_end": r.known_end,
+                "unknown_end": r.discounted - r.known_end,
+                "asking": r.asking,
+                "asking_after_failure": r.failing,
+            }
+        )
+    return out
+
+
 @dataclass
 class WorkerFacts:
     """What a worker's ``/metrics`` says that the status report shows."""
@@ -347,6 +380,20 @@ def render(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"  {r['cc']:<4} {share}  {r['swept']:>9,} swept  {r['rows']:>9,} rows"
                 f"  last check {_age_of(r['last_checked_at'], now)}{note}"
+            )
+
+    lines.append("Discounts     on sale, with and without an end date from GetItems")
+    discounts = report.get("discounts")
+    if discounts is None:
+        lines.append("              unknown (MySQL not readable)")
+    else:
+        for d in discounts:
+            waiting = f"; {d['asking']:,} being asked" if d["asking"] else ""
+            if d["asking_after_failure"]:
+                waiting += f" ({d['asking_after_failure']:,} after a failed try)"
+            lines.append(
+                f"  {d['cc']:<4} {d['discounted']:>9,} on sale  {d['known_end']:>9,} end known"
+                f"  {d['unknown_end']:>9,} unknown{waiting}"
             )
 
     lines.append("Last success  per endpoint, from the worker's /metrics")

@@ -100,6 +100,9 @@ class Decision:
     failed_reason: str = ""  # the app just moved to the failed state
     recheck_at: datetime | None = None  # a seed was coalesced into the re-check due then
     covered: bool = False  # a seed sent before the last request: that request answers it
+    # The request answers a seed (now, or coalesced into this re-check): end dates are asked
+    # again for it (steamprice.enddates.needs_end_date).
+    seeded: bool = False
 
 
 def _offset(app_id: int, interval: timedelta) -> timedelta:
@@ -112,12 +115,15 @@ def _copy(state: AppState) -> AppState:
     return AppState.from_data(state.asdict())
 
 
-def _dispatched(state: AppState, now: datetime, policy: SchedulePolicy) -> Decision:
+def _dispatched(
+    state: AppState, now: datetime, policy: SchedulePolicy, *, seeded: bool = False
+) -> Decision:
+    seeded = seeded or state.recheck_at is not None  # a seed waited for this request
     state.pending = True
     state.last_requested = now
     state.next_due = now + policy.pending_timeout
     state.recheck_at = None  # any request made now covers every seed sent before it
-    return Decision(state, dispatch=True)
+    return Decision(state, dispatch=True, seeded=seeded)
 
 
 def _seeded(state: AppState, cmd: ScheduleCommand, policy: SchedulePolicy) -> Decision:
@@ -129,7 +135,7 @@ def _seeded(state: AppState, cmd: ScheduleCommand, policy: SchedulePolicy) -> De
         return Decision(None, covered=True)  # a request made after it was sent (a replay)
     window_end = now if last is None else last + policy.dedupe
     if not state.pending and now >= window_end:
-        return _dispatched(state, now, policy)
+        return _dispatched(state, now, policy, seeded=True)
     if state.recheck_at is not None:
         return Decision(None)  # one re-check already waits: at most one per window
     # Inside the window, or while a request waits for its answer (which may have been fetched
@@ -170,15 +176,16 @@ def decide(prev: AppState | None, cmd: ScheduleCommand, policy: SchedulePolicy) 
             state = AppState(
                 app_id=cmd.app_id, tracked_since=now, next_due=now, change_number=cmd.change_number
             )
-            return _dispatched(state, now, policy)
+            return _dispatched(state, now, policy, seeded=op == SEED)
         return Decision(None)
     state = _copy(prev)
     if op in (SEED, RETRY):
         if op == RETRY or state.failed:
             state.failed, state.failures, state.last_error = False, 0, ""
-            return _dispatched(state, now, policy)
+            return _dispatched(state, now, policy, seeded=op == SEED)
         if state.pending and state.next_due <= now:
-            return _dispatched(state, now, policy)  # unanswered past the pending timeout
+            # unanswered past the pending timeout
+            return _dispatched(state, now, policy, seeded=op == SEED)
         return _seeded(state, cmd, policy)
     if state.failed:
         return Decision(None)  # parked until retry-failed or a seed

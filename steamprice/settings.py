@@ -96,6 +96,9 @@ class Settings:
     steam_batch_size: int = 100
     # First pause after a 429; grows on repeats.
     steam_backoff_seconds: float = 30.0
+    # Pace of GetItems requests (discount end dates, api.steampowered.com: its own budget, not
+    # the store's); each asks about up to 250 apps. 0 switches end dates off.
+    steam_getitems_max_requests_per_minute: float = 20.0
     # Longest the crawler waits to fill a batch before sending a partial one.
     steam_batch_wait_seconds: float = 2.0
     # Timeout of one store request.
@@ -142,6 +145,10 @@ class Settings:
     discord_watchlist: tuple[int, ...] = ()
     # Notify only changes that reach (new or matched) the historical low.
     discord_only_historical_lows: bool = False
+    # How long the alert of a new discount may wait for its end date (GetItems, asked right
+    # after the price): never while GetItems fails, so an outage or a 429 storm delays end
+    # dates, not alerts. 0 = never wait.
+    discord_end_date_wait_seconds: float = 10.0
     # Opt-in: when more apps than this wait to be notified (a sale wave), pending changes go out
     # as digest messages of ~40-50 apps instead of one embed per app (0 = never digest). Off by
     # default because the contract promises each app its own embed linked to its store page.
@@ -206,6 +213,8 @@ class Settings:
             raise SettingsError("STEAM_BATCH_SIZE must be between 1 and 1000")
         if self.steam_max_requests_per_minute <= 0:
             raise SettingsError("STEAM_MAX_REQUESTS_PER_MINUTE must be positive")
+        if self.steam_getitems_max_requests_per_minute < 0:
+            raise SettingsError("STEAM_GETITEMS_MAX_REQUESTS_PER_MINUTE must be 0 (off) or more")
         if self.steam_backoff_seconds <= 0:
             raise SettingsError("STEAM_BACKOFF_SECONDS must be positive")
         if self.recrawl_interval_seconds <= 0:
@@ -268,6 +277,8 @@ def _validate_discord_settings(s: Settings) -> None:
     for app_id in s.discord_watchlist:
         if app_id <= 0:
             raise SettingsError(f"DISCORD_WATCHLIST: {app_id} is not an app id")
+    if s.discord_end_date_wait_seconds < 0:
+        raise SettingsError("DISCORD_END_DATE_WAIT_SECONDS must be 0 (never wait) or more")
     if s.discord_digest_after_seconds < 0:
         raise SettingsError("DISCORD_DIGEST_AFTER_SECONDS must be 0 (never) or more")
     if s.discord_backlog_alert_seconds <= 0:
@@ -363,6 +374,11 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "steam_max_requests_per_minute": get(
             "STEAM_MAX_REQUESTS_PER_MINUTE", d.steam_max_requests_per_minute, float
         ),
+        "steam_getitems_max_requests_per_minute": get(
+            "STEAM_GETITEMS_MAX_REQUESTS_PER_MINUTE",
+            d.steam_getitems_max_requests_per_minute,
+            float,
+        ),
         "steam_batch_size": get("STEAM_BATCH_SIZE", d.steam_batch_size, int),
         "steam_backoff_seconds": get("STEAM_BACKOFF_SECONDS", d.steam_backoff_seconds, float),
         "steam_batch_wait_seconds": get(
@@ -406,6 +422,9 @@ def load_settings(search_path: str | None = None, **overrides: Any) -> Settings:
         "discord_watchlist": tuple(get("DISCORD_WATCHLIST", "", Csv(cast=int, post_process=tuple))),
         "discord_only_historical_lows": get(
             "DISCORD_ONLY_HISTORICAL_LOWS", d.discord_only_historical_lows, _bool
+        ),
+        "discord_end_date_wait_seconds": get(
+            "DISCORD_END_DATE_WAIT_SECONDS", d.discord_end_date_wait_seconds, float
         ),
         "discord_digest_threshold": get(
             "DISCORD_DIGEST_THRESHOLD", d.discord_digest_threshold, int

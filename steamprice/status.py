@@ -21,6 +21,7 @@ from faust.cli import AppCommand, option
 from steamprice.app import app, settings
 from steamprice.database import connect_kwargs, describe_error
 from steamprice.report import (
+    RegionDiscounts,
     RegionRows,
     RuleRows,
     TrackedApp,
@@ -29,6 +30,7 @@ from steamprice.report import (
     count_apps,
     decode_app_state,
     discord_state,
+    discount_ends_report,
     iso_utc,
     last_success_report,
     parse_worker_metrics,
@@ -46,6 +48,16 @@ CHECKED = (
     "SELECT c.cc, COUNT(DISTINCT j.app_id), MAX(c.checked_at) FROM price_checks c,"
     " JSON_TABLE(c.app_ids, '$[*]' COLUMNS (app_id INT UNSIGNED PATH '$')) AS j"
     " WHERE c.checked_at >= %s GROUP BY c.cc"
+)
+# Prices with a real cut, and how many have an announced end (sql/020, sql/060).
+DISCOUNTS = (
+    "SELECT cc, COUNT(*), COALESCE(SUM(discount_ends_at IS NOT NULL), 0) FROM price_current"
+    " WHERE status = 'priced' AND discount_percent > 0 AND final_price < initial_price"
+    " GROUP BY cc"
+)
+ASKING = (
+    "SELECT cc, COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM discount_ends WHERE pending = 1"
+    " GROUP BY cc"
 )
 DELIVERIES = "SELECT status, COUNT(*), MAX(delivered_at) FROM discord_deliveries GROUP BY status"
 DISABLED_WEBHOOKS = (
@@ -124,6 +136,22 @@ async def read_mysql(interval: timedelta) -> dict[str, Any]:
                 RegionRows(cc, rows.get(cc, 0), *checked.get(cc, (0, None)))
                 for cc in sorted({*rows, *checked})
             ]
+            discounts: list[RegionDiscounts] = []
+            try:
+                await cur.execute(DISCOUNTS)
+                on_sale = {str(cc): (int(n), int(k)) for cc, n, k in await cur.fetchall()}
+                await cur.execute(ASKING)
+                asking = {str(cc): (int(n), int(f)) for cc, n, f in await cur.fetchall()}
+                discounts = [
+                    RegionDiscounts(cc, *on_sale.get(cc, (0, 0)), *asking.get(cc, (0, 0)))
+                    for cc in sorted({*on_sale, *asking})
+                ]
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] != UNKNOWN_COLUMN:  # older schema: no end dates yet
+                    raise
+            except pymysql.err.ProgrammingError as exc:
+                if exc.args[0] != NO_SUCH_TABLE:
+                    raise
             await cur.execute(DELIVERIES)
             deliveries = {str(s): (int(n), last) for s, n, last in await cur.fetchall()}
             disabled: list[dict[str, Any]] = []
@@ -155,6 +183,7 @@ async def read_mysql(interval: timedelta) -> dict[str, Any]:
                     raise
         return {
             "regions": regions,
+            "discounts": discounts,
             "deliveries": deliveries,
             "disabled_webhooks": disabled,
             "rules": rules,
@@ -214,6 +243,9 @@ async def build_report(worker_url: str | None, seconds: float) -> dict[str, Any]
         "recrawl_interval_seconds": settings.recrawl_interval_seconds,
         "apps": asdict(counts) if counts is not None else None,
         "regions": sweep_progress(settings.steam_countries, db["regions"], active)
+        if db is not None
+        else None,
+        "discounts": discount_ends_report(settings.steam_countries, db["discounts"])
         if db is not None
         else None,
         "last_success": last_success_report(facts.last_success, now) if facts else None,

@@ -24,6 +24,7 @@ import aiomysql
 from aiomysql.cursors import RE_INSERT_VALUES
 from pymysql.converters import escape_item, escape_string
 
+from steamprice import discount_ends
 from steamprice.batches import ObservedBatch, app_ids_json
 from steamprice.database import Database
 from steamprice.models import Observation, PriceChange
@@ -48,6 +49,8 @@ UPSERT_PRICE_CURRENT = (
     + ", ".join(
         f"{c} = IF(VALUES(observed_at) >= observed_at, VALUES({c}), {c})" for c in _CURRENT_COLS
     )
+    # A new price has no end date until discount_ends has one for it (synced right after).
+    + ", discount_ends_at = IF(VALUES(observed_at) > observed_at, NULL, discount_ends_at)"
     + ", observed_at = GREATEST(observed_at, VALUES(observed_at))"
 )
 
@@ -57,7 +60,7 @@ _CHANGE_COLS = (
     "event_id, app_id, cc, kind, currency, old_initial, old_final, old_discount, new_initial,"
     " new_final, new_discount, observed_at, old_status, new_status, old_currency,"
     " previous_observed_at, new_historical_low, matches_historical_low, historical_low,"
-    " lowest_90d"
+    " lowest_90d, discount_ends_at"
 )
 INSERT_PRICE_CHANGES = (
     f"INSERT INTO price_changes ({_CHANGE_COLS}) VALUES ("
@@ -244,6 +247,7 @@ def price_change_rows(events: Iterable[PriceChange]) -> list[Row]:
             int(e.matches_historical_low),
             e.historical_low,
             e.lowest_90d,
+            utc_naive(e.discount_ends_at) if e.discount_ends_at is not None else None,
         )
         for e in sorted(unique.values(), key=lambda e: e.event_id)
     ]
@@ -418,6 +422,12 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
     await insert_rows(cur, UPSERT_PRICE_LOWS, low_rows(history))
     current = price_current_rows(batch)
     await insert_rows(cur, UPSERT_PRICE_CURRENT, current)
+    regions: dict[str, list[int]] = {}
+    for app_id, cc in sorted(keys):
+        regions.setdefault(cc, []).append(app_id)
+    for cc, app_ids in sorted(regions.items()):
+        # The end of a discount GetItems answered before this price row was written.
+        await discount_ends.sync_current(cur, cc, app_ids)
     return Counter({"price_current": len(current), "price_history": len(history)})
 
 
@@ -431,6 +441,9 @@ async def _store_batches(cur: aiomysql.Cursor, batch: Sequence[ObservedBatch]) -
 async def _store_changes(cur: aiomysql.Cursor, batch: Sequence[PriceChange]) -> Counter[str]:
     await insert_rows(cur, INSERT_APPS, app_rows(e.app_id for e in batch))
     inserted = await insert_rows(cur, INSERT_PRICE_CHANGES, price_change_rows(batch))
+    for cc, events in sorted(discount_ends.by_region(batch).items()):
+        # The end of a discount GetItems answered before its change row was written.
+        await discount_ends.sync_changes(cur, cc, sorted({e.app_id for e in events}))
     return Counter({"price_changes": inserted})
 
 

@@ -16,6 +16,17 @@ Retry-After when over it; a 403 "Access Denied" page for hammering IPs):
   tried again; a batch whose JSON object is persistently broken is bisected to isolate the
   offending app, so one bad entry costs one app, not a hundred.
 
+Web API ``IStoreBrowseService/GetItems`` (discount end dates; another host, no key, limits
+undocumented) has a pace and pauses of its own, so its trouble never holds up pricing:
+
+* requests start no closer than ``60 / STEAM_GETITEMS_MAX_REQUESTS_PER_MINUTE`` seconds apart;
+  each carries as many apps as an 8,000-character URL holds (at most 250, Valve's own batch);
+* a 429, or an ``x-eresult`` header of 25 or 84, pauses GetItems (only) like a store 429; a 403
+  pauses it like a store 403 but leaves ``steam_store_banned`` alone (the store still answers);
+* 5xx, timeouts and bad bodies are retried like the store's; a 400 on a batch (a URL over
+  Valve's limit) halves it, and the batches of the next ``ITEMS_URL_PROBE_SECONDS`` are packed
+  no longer than the halves before the full length is tried again.
+
 SteamSpy is paced to one request per ``STEAMSPY_INTERVAL_SECONDS`` (its limit is 1/s) and the Web
 API's ``GetAppList`` is not paced (it has a daily key quota, not a per-IP rate).
 """
@@ -28,10 +39,24 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
+import yarl
 from mode import Service
 
+from steamprice.enddates import (
+    MAX_URL_CHARS,
+    MIN_URL_CHARS,
+    REQUEST_FAILED,
+    EndDate,
+    Offer,
+    end_dates,
+    getitems_url,
+    pack,
+    split_getitems,
+)
 from steamprice.metrics import Metrics
 from steamprice.settings import Settings
 from steamprice.steam import (
@@ -47,6 +72,7 @@ from steamprice.steamspy import SpyDetails, SpyError, parse_details
 logger = logging.getLogger(__name__)
 
 ENDPOINT = "appdetails"
+GETITEMS = "getitems"
 MAX_BACKOFF_SECONDS = 900.0
 MAX_RETRY_DELAY_SECONDS = 60.0
 # Attempts of one request that fails transiently (5xx, timeout, bad body) before giving up.
@@ -56,6 +82,9 @@ ISOLATE_ATTEMPTS = 2
 # After a 400 on a batch, batches go out one app per request this long, then batching is
 # probed again (one wasted request per probe instead of one per batch).
 SINGLES_PROBE_SECONDS = 600.0
+# A GetItems URL limit lowered after a 400 holds this long, then the full length is tried again
+# (a 400 for another reason must not shrink every later batch for good).
+ITEMS_URL_PROBE_SECONDS = 3600.0
 # SteamSpy allows 1 request per second; 5 % of margin absorbs jitter in arrival times.
 STEAMSPY_INTERVAL_SECONDS = 1.05
 # SteamSpy's answer to a too-fast client is undocumented; a minute's pause is a polite guess.
@@ -91,6 +120,26 @@ class Pacer:
                 await asyncio.sleep(ready_at - now)
 
 
+def pause_seconds(kind: str, streak: int, backoff: float, ban_pause: float) -> float:
+    """How long the ``streak``-th 429 (``rate_limited``) or 403 (``banned``) in a row pauses.
+
+    A 429 doubles from ``backoff`` with up to 25 % jitter (capped at ``MAX_BACKOFF_SECONDS``); a
+    403 doubles from ``ban_pause``, at most 4x.
+    """
+    if kind == "banned":
+        return float(min(ban_pause * 2 ** (streak - 1), 4 * ban_pause))
+    base = backoff * 2 ** (streak - 1)
+    return float(min(base, MAX_BACKOFF_SECONDS) * random.uniform(1.0, 1.25))
+
+
+@dataclass
+class ItemsResult:
+    """GetItems' item for each app that got one (any JSON value), or why the batch failed."""
+
+    items: dict[int, Any] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
 @dataclass
 class FetchResult:
     """One region's answer for a batch: each app's raw entry, or why it has none."""
@@ -112,6 +161,12 @@ class StoreClient(Service):
         self._rate_limit_streak = 0
         self._ban_streak = 0
         self._singles_until = 0.0
+        # GetItems: its own pace, streaks and URL limit (lowered if Valve refuses a long URL).
+        self.items_pacer = Pacer(settings.steam_getitems_max_requests_per_minute or 1.0)
+        self._items_rate_limit_streak = 0
+        self._items_ban_streak = 0
+        self.items_url_limit = MAX_URL_CHARS
+        self._items_url_limit_until = 0.0
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -129,6 +184,17 @@ class StoreClient(Service):
     async def _get(
         self, url: str, params: Mapping[str, str], endpoint: str, pacer: Pacer | None
     ) -> tuple[int, bytes]:
+        status, body, _ = await self._send(url, params, endpoint, pacer)
+        return status, body
+
+    async def _send(
+        self,
+        url: str | yarl.URL,
+        params: Mapping[str, str] | None,
+        endpoint: str,
+        pacer: Pacer | None,
+    ) -> tuple[int, bytes, str | None]:
+        """One paced GET: status, body and the Web API's ``x-eresult`` header (if any)."""
         assert self._session is not None, "StoreClient used before start"
         if pacer is not None:
             await pacer.acquire()
@@ -137,6 +203,7 @@ class StoreClient(Service):
             async with self._session.get(url, params=params) as resp:
                 body = await resp.read()
                 status = resp.status
+                eresult = resp.headers.get("x-eresult")
         except TimeoutError:
             self.metrics.api_requests.labels(endpoint, "timeout").inc()
             raise StoreError("timeout", "request timed out") from None
@@ -148,7 +215,7 @@ class StoreClient(Service):
         finally:
             self.metrics.api_response_seconds.labels(endpoint).observe(time.monotonic() - started)
         self.metrics.api_requests.labels(endpoint, str(status)).inc()
-        return status, body
+        return status, body, eresult
 
     def _retry_delay(self, attempt: int) -> float:
         base = self.settings.steam_retry_base_seconds * 2 ** (attempt - 1)
@@ -159,13 +226,14 @@ class StoreClient(Service):
     def _pause(self, kind: str) -> None:
         if kind == "banned":
             self._ban_streak += 1
-            base = self.settings.steam_ban_pause_seconds
-            seconds = min(base * 2 ** (self._ban_streak - 1), 4 * base)
+            streak = self._ban_streak
             self.metrics.store_banned.set(1)
         else:
             self._rate_limit_streak += 1
-            base = self.settings.steam_backoff_seconds * 2 ** (self._rate_limit_streak - 1)
-            seconds = min(base, MAX_BACKOFF_SECONDS) * random.uniform(1.0, 1.25)
+            streak = self._rate_limit_streak
+        seconds = pause_seconds(
+            kind, streak, self.settings.steam_backoff_seconds, self.settings.steam_ban_pause_seconds
+        )
         self.pacer.pause(seconds)
         self.metrics.rate_limit_pauses.labels(ENDPOINT, kind).inc()
         self.metrics.rate_limit_pause_seconds.labels(ENDPOINT).inc(seconds)
@@ -280,6 +348,143 @@ class StoreClient(Service):
         logger.warning("App %d in %s breaks its batch's JSON: %s", suspects[0], cc, exc)
         result.errors[suspects[0]] = f"{cc}: entry breaks the JSON answer ({exc})"
         return result
+
+    # -------------------------------------------------------------- Web API GetItems
+
+    async def discount_ends(
+        self, offers: Sequence[Offer], cc: str, *, wait_out_pauses: bool = True
+    ) -> list[EndDate]:
+        """When each offer's discount ends in region ``cc``: one :class:`EndDate` per offer.
+
+        Never raises a StoreError: a batch GetItems gives no usable answer for is
+        ``request_failed``. Every outcome is counted in
+        ``steam_games_processed_total{task="enddate",status=<outcome>}``. Without
+        ``wait_out_pauses``, a 429 or 403 still pauses GetItems but ends the call at once (the
+        rest ``request_failed``), so that a caller with a queue can say the apps wait.
+        """
+        unique = list({o.app_id: o for o in offers}.values())
+        fetched = await self.get_items(
+            [o.app_id for o in unique], cc, wait_out_pauses=wait_out_pauses
+        )
+        now = datetime.now(UTC)
+        answered = [o for o in unique if o.app_id not in fetched.errors]
+        results = end_dates(fetched.items, answered, now)
+        results += [
+            EndDate(o.app_id, REQUEST_FAILED, detail=fetched.errors[o.app_id])
+            for o in unique
+            if o.app_id in fetched.errors
+        ]
+        for result in results:
+            self.metrics.games_processed.labels("enddate", result.outcome).inc()
+        return results
+
+    async def get_items(
+        self, app_ids: Sequence[int], cc: str, *, wait_out_pauses: bool = True
+    ) -> ItemsResult:
+        """GetItems' item for each app in region ``cc``, in batches as large as the URL allows.
+
+        An app absent from both ``items`` and ``errors`` got no item back (Steam left it out).
+        """
+        result = ItemsResult()
+        ids = list(dict.fromkeys(app_ids))
+        if not self.settings.steam_getitems_max_requests_per_minute:
+            result.errors.update(dict.fromkeys(ids, "GetItems is switched off"))
+            return result
+        if self.items_url_limit < MAX_URL_CHARS and time.monotonic() >= self._items_url_limit_until:
+            self.items_url_limit = MAX_URL_CHARS
+        for batch in pack(self.settings.steam_api_url, ids, cc, self.items_url_limit):
+            if not wait_out_pauses and self.items_pacer.paused_for > 0:
+                result.errors.update(dict.fromkeys(batch, f"{cc}: GetItems is paused"))
+                continue
+            await self._items_batch(batch, cc, result, wait_out_pauses)
+        return result
+
+    async def _items_batch(
+        self, batch: list[int], cc: str, result: ItemsResult, wait_out_pauses: bool = True
+    ) -> None:
+        url = getitems_url(self.settings.steam_api_url, batch, cc)
+        try:
+            result.items.update(await self._items_request(url, batch, wait_out_pauses))
+        except StoreError as exc:
+            if exc.kind == "bad_batch" and len(batch) > 1 and len(str(url)) > MIN_URL_CHARS:
+                # Valve's URL limit is lower than the doc's line, or moved: halve, and pack the
+                # batches that follow no longer than the halves (lowered again if they fail).
+                # Down to short URLs only: a 400 for another reason wastes a few requests, not
+                # one per app.
+                mid = len(batch) // 2
+                halves = (batch[:mid], batch[mid:])
+                longest = max(
+                    len(str(getitems_url(self.settings.steam_api_url, h, cc))) for h in halves
+                )
+                self.items_url_limit = max(MIN_URL_CHARS, min(self.items_url_limit, longest))
+                self._items_url_limit_until = time.monotonic() + ITEMS_URL_PROBE_SECONDS
+                self.metrics.batch_fallbacks.labels("getitems_split").inc()
+                logger.warning(
+                    "GetItems refused %d apps in a %d-character URL (400): halving, URLs kept"
+                    " under %d characters from now on",
+                    len(batch),
+                    len(str(url)),
+                    self.items_url_limit,
+                )
+                for half in halves:
+                    await self._items_batch(half, cc, result, wait_out_pauses)
+                return
+            logger.warning("GetItems for %d apps in %s failed: %s", len(batch), cc, exc)
+            result.errors.update(dict.fromkeys(batch, f"{cc}: {exc}"))
+
+    async def _items_request(
+        self, url: yarl.URL, batch: Sequence[int], wait_out_pauses: bool = True
+    ) -> dict[int, Any]:
+        """One GetItems call with its own pauses and retries; raises StoreError when it gives up.
+
+        Like ``appdetails``: 429/403 pause and retry for as long as it takes (only end dates
+        wait), or raise at once without ``wait_out_pauses``; other failures are retried
+        ``MAX_ATTEMPTS`` times in all.
+        """
+        attempts = 0
+        self.metrics.batch_size.labels(GETITEMS).observe(len(batch))
+        while True:
+            try:
+                status, body, eresult = await self._send(url, None, GETITEMS, self.items_pacer)
+                items = split_getitems(status, body, eresult, batch)
+            except StoreError as exc:
+                if exc.kind in ("rate_limited", "banned"):
+                    self._items_pause(exc.kind, exc)
+                    if not wait_out_pauses:
+                        raise
+                    continue
+                attempts += 1
+                if not exc.retryable or attempts >= MAX_ATTEMPTS:
+                    raise
+                delay = self._retry_delay(attempts)
+                logger.info("GetItems failed (%s), retry %d in %.1f s", exc, attempts, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._items_rate_limit_streak = 0
+            if self._items_ban_streak:
+                logger.info("GetItems answers again after a 403 pause")
+            self._items_ban_streak = 0
+            self.metrics.last_success.labels(GETITEMS).set(time.time())
+            return items
+
+    def _items_pause(self, kind: str, exc: StoreError) -> None:
+        if kind == "banned":
+            self._items_ban_streak += 1
+            streak = self._items_ban_streak
+        else:
+            self._items_rate_limit_streak += 1
+            streak = self._items_rate_limit_streak
+        seconds = pause_seconds(
+            kind, streak, self.settings.steam_backoff_seconds, self.settings.steam_ban_pause_seconds
+        )
+        self.items_pacer.pause(seconds)
+        self.metrics.rate_limit_pauses.labels(GETITEMS, kind).inc()
+        self.metrics.rate_limit_pause_seconds.labels(GETITEMS).inc(seconds)
+        logger.warning(
+            "GetItems answered %s: pausing GetItems (end dates only) for %.0f s",
+            exc.detail,
+            seconds,
+        )
 
     # -------------------------------------------------------------- Web API app list
 

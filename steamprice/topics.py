@@ -2,14 +2,14 @@
 
 What other programs read and write (``app-ids``, ``price-changes``, ``app-ids-failed``) is keyed
 by app id (JSON integer), one record per app or event. The pipeline's own topics carry batches
-(``schedule``, ``crawl-requests``, ``prices-raw``, ``prices-normalized``): each record holds apps
-of one partition, sent to that partition explicitly (see ``steamprice.batches``).
+(``schedule``, ``crawl-requests``, ``prices-raw``, ``prices-normalized``, ``end-date-asks``): each
+record holds apps of one partition, sent to that partition explicitly (see ``steamprice.batches``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +57,9 @@ crawl_requests_topic = _batches("crawl-requests")
 prices_raw_topic = _batches("prices-raw")
 prices_normalized_topic = _batches("prices-normalized")
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
+# Internal: the discounted apps of each batch, to ask GetItems when their discount ends
+# (``steamprice.enddates.asks_record``); same partition as the batch they come from.
+end_date_asks_topic = _batches("end-date-asks")
 # Discord alert rules, keyed by rule name, JSON values (a null value removes the rule); written
 # by `steamprice alerts`, read whole by every worker (notify/rulebook.py). Compacted: the latest
 # record per name is kept forever. One partition: a few hundred small records.
@@ -79,6 +82,7 @@ ALL_TOPICS = (
     prices_raw_topic,
     prices_normalized_topic,
     price_changes_topic,
+    end_date_asks_topic,
     alert_rules_topic,
 )
 
@@ -107,17 +111,21 @@ async def send_schedule(commands: Iterable[ScheduleCommand], partition: int | No
 
 
 async def send_crawl_requests(
-    requested_at: datetime, app_ids: Sequence[int] | Mapping[int, Sequence[int]]
+    requested_at: datetime,
+    app_ids: Sequence[int] | Mapping[int, Sequence[int]],
+    reseeded: Collection[int] = (),
 ) -> int:
     """Apps to price: one ``crawl-requests`` record per partition; returns how many.
 
-    ``app_ids``: a list, or lists by partition (already grouped).
+    ``app_ids``: a list, or lists by partition (already grouped). ``reseeded``: those of them
+    priced because someone seeded them (their end dates are asked again).
     """
     groups = app_ids if isinstance(app_ids, Mapping) else by_partition(app_ids, partitions())
+    marked = frozenset(reseeded)
     sent = []
     for where, ids in groups.items():
         for chunk in chunks(list(ids)):
-            value = crawl_record(requested_at, chunk)
+            value = crawl_record(requested_at, chunk, marked.intersection(chunk))
             sent.append(await crawl_requests_topic.send(value=value, partition=where))
     # Returns once the broker has every record: a caller that then marks the apps pending in a
     # table can never have the mark survive a crash without the request (its changelog write

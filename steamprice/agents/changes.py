@@ -13,20 +13,34 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-from steamprice.app import app
+from steamprice.app import app, settings
 from steamprice.batches import BadRecord, ObservedBatch, RawBatch, observed_record, read_raw
+from steamprice.enddates import Ask, asks_record, discounted_offer
 from steamprice.models import PriceChange
-from steamprice.pricing import apply_stored, normalize
+from steamprice.pricing import apply_stored, current_since, normalize
 from steamprice.services import metrics
+from steamprice.steam import PRICED
 from steamprice.tables import price_history_table, price_key, price_state_table
-from steamprice.topics import price_changes_topic, prices_normalized_topic, prices_raw_topic
+from steamprice.topics import (
+    end_date_asks_topic,
+    price_changes_topic,
+    prices_normalized_topic,
+    prices_raw_topic,
+)
 
 logger = logging.getLogger(__name__)
 
+# End dates are asked only while GetItems has a pace (0 switches them off).
+ENDS_ENABLED = settings.steam_getitems_max_requests_per_minute > 0
 
-def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange]]:
-    """Normalise and apply every entry of ``batch`` to the tables (inside the stream loop)."""
-    observations, news, events = [], [], []
+
+def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange], list[Ask]]:
+    """Normalise and apply every entry of ``batch`` to the tables (inside the stream loop).
+
+    Also returns the batch's discounted observations of the current price: the end-date agent
+    decides which of them GetItems is asked about.
+    """
+    observations, news, events, asks = [], [], [], []
     statuses: Counter[str] = Counter()
     stamp = batch.fetched_at.isoformat()
     for app_id, entry in batch.entries:
@@ -38,13 +52,29 @@ def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange]]:
                 "App %d in %s: odd Steam entry (%s): %.200s", app_id, obs.cc, problem, entry
             )
         key = price_key(app_id, obs.cc)
-        applied = apply_stored(
-            price_state_table.get(key), obs, partial(price_history_table.get, key)
-        )
+        stored = price_state_table.get(key)
+        applied = apply_stored(stored, obs, partial(price_history_table.get, key))
         if applied.history is not None:
             price_history_table[key] = applied.history
         if applied.state is not None:
             price_state_table[key] = applied.state
+        offer = discounted_offer(app_id, obs.initial, obs.final, obs.discount_percent)
+        if offer is not None and obs.status == PRICED and ENDS_ENABLED:
+            since = current_since(stored, applied, obs)
+            if since is not None:
+                reseeded = app_id in batch.reseeded
+                asks.append(
+                    Ask(
+                        app_id,
+                        obs.cc,
+                        offer.initial,
+                        offer.final,
+                        since,
+                        obs.observed_at,
+                        obs.obs_id,
+                        reseeded,
+                    )
+                )
         observations.append(obs)
         news.append(applied.news)
         events.extend(applied.events)
@@ -52,7 +82,8 @@ def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange]]:
     for status, n in statuses.items():
         metrics.games_processed.labels("normalize", status).inc(n)
     check_id = observations[0].obs_id if observations else ""
-    return ObservedBatch(batch.cc, batch.fetched_at, check_id, observations, news), events
+    observed = ObservedBatch(batch.cc, batch.fetched_at, check_id, observations, news)
+    return observed, events, asks
 
 
 @app.agent(prices_raw_topic, name="changes")
@@ -66,10 +97,16 @@ async def detect_changes(stream: Any) -> None:
             metrics.bad_input.labels("prices-raw", "invalid").inc()
             logger.error("Skipped a prices-raw record at %s: %s", event.message.tp, exc)
             continue
-        observed, events = detect(batch)
+        observed, events, asks = detect(batch)
         if observed.observations:
             await prices_normalized_topic.send(
                 value=observed_record(observed), partition=event.message.partition
+            )
+        if asks:
+            # Same partition: the asks of one app stay in order. Never awaited beyond the send:
+            # GetItems' trouble cannot reach this loop, which carries prices and alerts.
+            await end_date_asks_topic.send(
+                value=asks_record(batch.cc, asks), partition=event.message.partition
             )
         for change in events:
             await price_changes_topic.send(key=change.app_id, value=change)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from steamprice.app import app, settings
-from steamprice.batches import BadRecord, RawBatch, raw_record, read_crawl
-from steamprice.batching import PartitionBatcher
+from steamprice.batches import BadRecord, RawBatch, raw_record, read_crawl_batch
+from steamprice.batching import PartitionBatcher, Requested
 from steamprice.models import ScheduleCommand
 from steamprice.schedule import FAILED, PRICED
 from steamprice.services import metrics, store
@@ -36,24 +36,33 @@ def group(apps: list[tuple[int, int]]) -> dict[int, list[int]]:
 
 
 async def publish_raw(
-    cc: str, fetched_at: datetime, groups: dict[int, list[int]], entries: dict[int, str]
+    cc: str,
+    fetched_at: datetime,
+    groups: dict[int, list[int]],
+    entries: dict[int, str],
+    reseeded: frozenset[int] = frozenset(),
 ) -> int:
     """One ``prices-raw`` record per partition of the answered apps; returns how many."""
     records = 0
     for partition, app_ids in sorted(groups.items()):
         answered = [(a, entries[a]) for a in app_ids if a in entries]
         if answered:
-            batch = RawBatch(cc, fetched_at, answered)
+            marked = reseeded.intersection(a for a, _ in answered)
+            batch = RawBatch(cc, fetched_at, answered, marked)
             await prices_raw_topic.send(value=raw_record(batch), partition=partition)
             records += 1
     return records
 
 
-async def crawl_request(apps: list[tuple[int, int]]) -> None:
+async def crawl_request(
+    apps: list[tuple[int, int]], reseeded: frozenset[int] = frozenset()
+) -> None:
     """Price one request's apps in every region; every app gets ``priced`` or ``failed`` back.
 
     ``priced`` when every region answered, else ``failed`` with the first region's reason
-    (prices from the regions that did answer still flow on).
+    (prices from the regions that did answer still flow on). ``reseeded``: the apps priced
+    because someone seeded them; their ``prices-raw`` records say so, and the change agent asks
+    their end dates again.
     """
     groups = group(apps)
     app_ids = [a for ids in groups.values() for a in ids]
@@ -63,7 +72,7 @@ async def crawl_request(apps: list[tuple[int, int]]) -> None:
     for cc in settings.steam_countries:
         fetched_at = datetime.now(UTC)
         result = await store.fetch_batch(app_ids, cc)
-        records = await publish_raw(cc, fetched_at, groups, result.entries)
+        records = await publish_raw(cc, fetched_at, groups, result.entries, reseeded)
         for app_id, reason in result.errors.items():
             errors.setdefault(app_id, reason)
         metrics.kafka_messages.labels("prices-raw", "produced").inc(records)
@@ -91,14 +100,16 @@ async def crawl_request(apps: list[tuple[int, int]]) -> None:
     )
 
 
-def requested(event: Any) -> list[int]:
-    """The app ids of a crawl-requests record (none, logged and counted, when it is garbage)."""
+def requested(event: Any) -> Requested:
+    """The apps of a crawl-requests record, the re-seeded flagged (none, logged and counted, when
+    it is garbage)."""
     try:
-        return read_crawl(event.value)
+        batch = read_crawl_batch(event.value)
     except BadRecord as exc:
         metrics.bad_input.labels("crawl-requests", "invalid").inc()
         logger.error("Skipped a crawl-requests record at %s: %s", event.message.tp, exc)
-        return []
+        return Requested([])
+    return Requested(batch.app_ids, batch.reseeded)
 
 
 @app.agent(crawl_requests_topic, name="crawl")

@@ -161,6 +161,8 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     """Apply one record's commands to the app-state table (all its apps are of ``partition``);
     the apps to price now go to the crawler in one record, to the same partition."""
     dispatched: list[int] = []
+    # Of those, the apps priced because someone seeded them: their end dates are asked again.
+    reseeded: list[int] = []
     counts: Counter[str] = Counter()
     parked: list[tuple[ScheduleCommand, str]] = []
     # New states are written to the table only after the crawl requests are on the broker: a
@@ -174,6 +176,8 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
             states[cmd.app_id] = decision.state
         if decision.dispatch:
             dispatched.append(cmd.app_id)
+            if decision.seeded:
+                reseeded.append(cmd.app_id)
             counts[cmd.op] += 1
         if decision.covered:
             counts["seed_covered"] += 1
@@ -184,7 +188,7 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
             counts["failed"] += 1
             parked.append((cmd, decision.failed_reason))
     if dispatched:
-        await send_crawl_requests(commands[0].at, {partition: dispatched})
+        await send_crawl_requests(commands[0].at, {partition: dispatched}, reseeded)
     for app_id, state in states.items():
         app_state_table[app_id] = state
     for app_id in {cmd.app_id for cmd in commands}:

@@ -158,6 +158,20 @@ def _status_text(status: str) -> str:
     return f"*{status.replace('_', ' ')}*"
 
 
+def discord_time(moment: datetime, style: str = "R") -> str:
+    """Discord's timestamp markup: each reader sees it in their own time zone (R: "in 2 days")."""
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
+def sale_end(event: PriceChange) -> str:
+    """ "Sale ends <t:...:R>" when the new price is a discount whose end Steam announced."""
+    if event.discount_ends_at is None or not effective_discount(
+        event.new_initial, event.new_final, event.new_discount
+    ):
+        return ""
+    return f"Sale ends {discord_time(event.discount_ends_at)}"
+
+
 def field_for(event: PriceChange) -> dict[str, Any]:
     """One region's change: old -> new, discount, kind and the historical-low badge."""
     label = KIND_LABELS.get(event.kind, event.kind)
@@ -172,6 +186,9 @@ def field_for(event: PriceChange) -> dict[str, Any]:
         else _status_text(event.new_status)
     )
     value = f"{old} → {new}"
+    ends = sale_end(event)
+    if ends:
+        value += f"\n{ends}"
     if event.new_historical_low:
         value += f"\n{NEW_LOW_BADGE} New historical low"
     elif event.matches_historical_low:
@@ -298,6 +315,8 @@ def _digest_region(event: PriceChange) -> str:
     d = effective_discount(event.new_initial, event.new_final, event.new_discount)
     if d:
         text += f" (-{d}%)"
+        if event.discount_ends_at is not None:
+            text += f" until {discord_time(event.discount_ends_at)}"
     if event.new_historical_low:
         text += f" {NEW_LOW_BADGE}"
     elif event.matches_historical_low:

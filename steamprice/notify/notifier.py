@@ -34,11 +34,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from mode import Service
 
+from steamprice import discount_ends
 from steamprice.database import Database, describe_error
 from steamprice.metrics import Metrics
 from steamprice.models import PriceChange
@@ -599,9 +601,10 @@ class DiscordNotifier(Service):
             return delay
         if not await self._learn_channel(route):
             return 0.0
-        groups = await self._load_pending(route)
+        groups, held = await self._load_pending(route)
         if not groups:
-            return 0.0
+            # Held for an end date on its way: look again in a moment, not in a busy loop.
+            return POLL_SECONDS if held else 0.0
         digest, note = self._digest_mode(route, b, pending)
         plan = plan_message(groups, digest=digest)
         await self._deliver(route, groups[: plan.count], plan, note)
@@ -736,7 +739,8 @@ class DiscordNotifier(Service):
         self.metrics.channel_backlog.clear()
         self.metrics.channel_oldest.clear()
 
-    async def _load_pending(self, route: Route) -> list[AppChanges]:
+    async def _load_pending(self, route: Route) -> tuple[list[AppChanges], bool]:
+        """The oldest waiting changes of ``route`` by app, and whether they wait for an end date."""
         name = route.name
 
         async def read(cur: Any) -> list[tuple[str, str | None]]:
@@ -757,8 +761,45 @@ class DiscordNotifier(Service):
         if broken:
             await self._set(route, broken, REJECTED, detail="unreadable change_json")
             self._count(route, REJECTED, len(broken))
-        names = await self._names({e.app_id for e in events}) if events else {}
-        return group_by_app(events, names)
+        if not events:
+            return [], False
+        events, hold = await self._with_end_dates(events)
+        if hold:
+            return [], True
+        names = await self._names({e.app_id for e in events})
+        return group_by_app(events, names), False
+
+    async def _with_end_dates(self, events: list[PriceChange]) -> tuple[list[PriceChange], bool]:
+        """The events with the announced end of their new discount, when GetItems gave one.
+
+        Also whether to hold the message a moment: a new discount's end date is asked right
+        after its price, so it usually comes within seconds; the alert waits for it at most
+        ``DISCORD_END_DATE_WAIT_SECONDS``, and never while GetItems is failing.
+        """
+        ids = sorted({e.app_id for e in events})
+
+        async def read(cur: Any) -> tuple[dict[tuple[int, str], discount_ends.EndRow], bool]:
+            return await discount_ends.end_rows(cur, ids), await discount_ends.any_failing(cur)
+
+        rows, failing = await self.database.transaction(LEDGER, read)
+        wait = timedelta(seconds=self.settings.discord_end_date_wait_seconds)
+        now = datetime.now(UTC)
+        out: list[PriceChange] = []
+        hold = False
+        for event in events:
+            prices = discount_ends.discount_of(
+                event.new_status, event.new_initial, event.new_final, event.new_discount
+            )
+            row = rows.get((event.app_id, event.cc))
+            end = discount_ends.known_end(prices, event.observed_at, row)
+            if end is not None and end != event.discount_ends_at:
+                event = PriceChange(**{**event.asdict(), "discount_ends_at": end})
+            elif end is None and event.discount_ends_at is None:
+                hold = hold or discount_ends.may_learn_end(
+                    prices, event.observed_at, row, now=now, wait=wait, failing=failing
+                )
+            out.append(event)
+        return out, hold
 
     async def _names(self, app_ids: set[int]) -> dict[int, str]:
         ids = sorted(app_ids)

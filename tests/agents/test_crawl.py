@@ -161,6 +161,33 @@ async def test_a_region_that_fails_fails_the_app_but_the_others_flow(
     assert {p for p, _ in reports(sent)} == {0}
 
 
+async def test_the_reseeded_apps_of_a_record_are_marked_in_their_raw_records(
+    store: FakeStore, sent: Sent
+) -> None:
+    apps, others = of_partition(4, 5), of_partition(1, 2)
+    store.failing[(apps[0], "de")] = "timeout"
+    async with crawl.crawl.test_context() as agent:
+        first = await agent.put(crawl_record(T0, apps, reseeded=apps[:2]), partition=4)
+        second = await put(agent, 1, others)
+        for event in (first, second):
+            await processed(event, timeout=10)
+
+    assert store.requests("us") == [tuple(apps + others)]  # one mixed request
+    name = prices_raw_topic.get_topic_name()
+    batches = [
+        (r.partition, read_raw(json.loads(json.dumps(r.value))))
+        for r in sent.records
+        if r.topic == name
+    ]
+    marked = {(p, b.cc): b.reseeded for p, b in batches}
+    assert marked == {
+        (4, "us"): frozenset(apps[:2]),
+        (4, "de"): frozenset(apps[1:2]),  # apps[0] has no "de" answer to mark
+        (1, "us"): frozenset(),
+        (1, "de"): frozenset(),
+    }
+
+
 async def test_the_shape_before_batches_is_crawled_and_garbage_is_counted(
     store: FakeStore, sent: Sent, metrics: Metrics
 ) -> None:

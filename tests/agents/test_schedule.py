@@ -16,7 +16,7 @@ import pytest
 
 from steamprice.agents.intake import due_index, schedule
 from steamprice.app import app, settings
-from steamprice.batches import partition_for, read_crawl, schedule_record
+from steamprice.batches import partition_for, read_crawl, read_crawl_batch, schedule_record
 from steamprice.metrics import Metrics
 from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED, RECHECK, RETRY, SEED
@@ -155,6 +155,23 @@ async def test_a_reseed_within_the_dedupe_window_is_ignored_after_it_dispatches(
     await drive(SEED, later)  # past the window: an immediate re-check
     assert drive.dispatched() == [(APP, T0), (APP, later)]
     assert drive.state().pending and drive.state().last_requested == later
+
+
+async def test_a_request_that_answers_a_seed_says_so_and_the_sweep_does_not(
+    drive: Driver, sent: Sent
+) -> None:
+    await drive(SEED, T0)
+    await drive(SEED, T0 + DEDUPE / 4)  # while the request waits: coalesced into a re-check
+    await drive(PRICED, T0 + DEDUPE / 2)
+    recheck = drive.state().next_due
+    await drive(RECHECK, recheck)  # the re-check the second seed waited for
+    await drive(PRICED, recheck + DEDUPE / 4)
+    sweep = drive.state().next_due
+    await drive(RECHECK, sweep)  # the sweep's own re-crawl
+    assert drive.dispatched() == [(APP, T0), (APP, recheck), (APP, sweep)]
+    # The crawl-requests records say which apps answer a seed (their end dates are asked again).
+    marked = [read_crawl_batch(r).reseeded for _, r in sent.to(crawl_requests_topic)]
+    assert marked == [frozenset({APP}), frozenset({APP}), frozenset()]
 
 
 async def test_priced_schedules_the_next_check_within_the_recrawl_interval(

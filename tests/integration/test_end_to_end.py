@@ -107,7 +107,10 @@ async def test_seed_price_change_and_notify(
         "fields": [
             {
                 "name": "US · Sale started",
-                "value": "**$9.99** → ~~$9.99~~ **$4.99** (-50%)\n🏆 New historical low",
+                # When the sale ends (GetItems, asked right after the price; the alert waits
+                # up to DISCORD_END_DATE_WAIT_SECONDS for it), in each reader's time zone.
+                "value": "**$9.99** → ~~$9.99~~ **$4.99** (-50%)"
+                f"\nSale ends <t:{steam.discount_end(10)}:R>\n🏆 New historical low",
                 "inline": True,
             }
         ],

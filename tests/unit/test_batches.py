@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from steamprice.batches import (
     MAX_RECORD_APPS,
     BadRecord,
+    CrawlBatch,
     ObservedBatch,
     RawBatch,
     by_partition,
@@ -23,6 +24,7 @@ from steamprice.batches import (
     partition_for,
     raw_record,
     read_crawl,
+    read_crawl_batch,
     read_observed,
     read_raw,
     read_schedule,
@@ -151,6 +153,21 @@ def test_crawl_records_round_trip_and_the_old_shape_is_read() -> None:
     assert read_crawl({"app_id": 730, "requested_at": T.isoformat()}) == [730]
 
 
+def test_crawl_records_carry_the_reseeded_apps_and_records_without_have_none() -> None:
+    record = _through_json(crawl_record(T, [730, 570, 440], reseeded=[570]))
+    assert read_crawl_batch(record) == CrawlBatch([730, 570, 440], frozenset({570}))
+    plain = crawl_record(T, [730, 570])
+    assert "reseeded" not in plain  # only when there are some: kcat shows a short line
+    assert read_crawl_batch(_through_json(plain)) == CrawlBatch([730, 570])
+    # An id the record does not price is no re-seed of it.
+    stray = {"requested_at": T.isoformat(), "app_ids": [730], "reseeded": [730, 999]}
+    assert read_crawl_batch(stray).reseeded == frozenset({730})
+    # The one-app shape before batches: its ``seeded`` flag.
+    old = {"app_id": 730, "requested_at": T.isoformat()}
+    assert read_crawl_batch({**old, "seeded": True}) == CrawlBatch([730], frozenset({730}))
+    assert read_crawl_batch(old) == CrawlBatch([730])
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -168,7 +185,18 @@ def test_a_bad_schedule_record_is_refused(value: object) -> None:
         read_schedule(value)
 
 
-@pytest.mark.parametrize("value", [None, {}, {"app_ids": 5}, {"app_ids": [True]}, {"app_id": "1"}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {},
+        {"app_ids": 5},
+        {"app_ids": [True]},
+        {"app_id": "1"},
+        {"app_ids": [1], "reseeded": 1},
+        {"app_ids": [1], "reseeded": ["1"]},
+    ],
+)
 def test_a_bad_crawl_record_is_refused(value: object) -> None:
     with pytest.raises(BadRecord):
         read_crawl(value)

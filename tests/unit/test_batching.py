@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from steamprice.batching import Batcher, PartitionBatcher, PartitionQueue
+from steamprice.batching import Batcher, PartitionBatcher, PartitionQueue, Requested
 from tests.support.infra import wait_for
 
 
@@ -259,6 +259,25 @@ def test_a_record_is_done_when_every_app_it_brought_is_and_an_app_waits_once() -
     assert queue.done(first[2:]) == ["r2"]
 
 
+def test_an_app_is_flagged_when_any_record_that_brought_it_flagged_it() -> None:
+    queue = PartitionQueue(size=4)
+    queue.add("r1", 0, [1, 2], now=0.0, flagged=[2])
+    queue.add("r2", 0, [1, 3], now=1.0, flagged=[1, 99])  # 99: not of the record, no flag
+    taken = queue.take_mixed()
+    assert [(w.app_id, w.flagged) for w in taken] == [(1, True), (2, True), (3, False)]
+    # The flag went with the request: the app brought again unflagged is not flagged.
+    queue.add("r3", 0, [2, 99], now=2.0)
+    assert [(w.app_id, w.flagged) for w in queue.take_mixed()] == [(2, False), (99, False)]
+
+
+def test_an_empty_record_of_a_partition_with_nothing_waiting_is_forgotten() -> None:
+    queue = PartitionQueue(size=4)
+    queue.add("r1", 1, [10], now=0.0)
+    assert queue.add("garbage", 2, [], now=0.5)  # a record that could not be read
+    assert [(w.partition, w.app_id) for w in queue.take_mixed()] == [(1, 10)]
+    assert queue.oldest() is None and queue.take_mixed() == []
+
+
 @dataclass
 class PartitionEvent:
     value: list[int]
@@ -289,11 +308,13 @@ class PartitionStream:
 class Requests:
     def __init__(self) -> None:
         self.made: list[tuple[float, list[tuple[int, int]]]] = []
+        self.flagged: list[frozenset[int]] = []
         self.hold: asyncio.Event | None = None
         self.fail = False
 
-    async def __call__(self, apps: list[tuple[int, int]]) -> None:
+    async def __call__(self, apps: list[tuple[int, int]], flagged: frozenset[int]) -> None:
         self.made.append((time.monotonic(), apps))
+        self.flagged.append(flagged)
         if self.hold is not None:
             await self.hold.wait()
         if self.fail:
@@ -320,6 +341,33 @@ async def test_a_partition_with_a_full_batch_goes_at_once_alone() -> None:
         await settle(lambda: stream.acked == [[1, 2]])
         await asyncio.sleep(0.2)
         assert len(requests.made) == 1  # the rest waits for more (5 s), not mixed at once
+    finally:
+        await stop(task)
+
+
+async def test_a_request_gets_the_apps_its_records_flagged() -> None:
+    stream, requests = PartitionStream(), Requests()
+
+    def read(event: PartitionEvent) -> Requested:
+        return Requested(event.value, [a for a in event.value if a % 2 == 0])
+
+    options: dict[str, Any] = {"size": 4, "wait": 0.3, "partitions": 3, "name": "crawl"}
+    task = start(PartitionBatcher(stream, process=requests, read=read, **options))
+    try:
+        stream.feed(0, 1, 2)
+        stream.feed(0, 3, 4, 5)
+        await settle(lambda: len(requests.made) == 2)
+        assert [apps for _, apps in requests.made] == [[(0, 1), (0, 2), (0, 3), (0, 4)], [(0, 5)]]
+        assert requests.flagged == [frozenset({2, 4}), frozenset()]
+    finally:
+        await stop(task)
+    # A ``read`` that returns plain app ids flags none.
+    stream, requests = PartitionStream(), Requests()
+    task = start(partition_batcher(stream, requests))
+    try:
+        stream.feed(1, 2, 4)
+        await settle(lambda: requests.made)
+        assert requests.flagged == [frozenset()]
     finally:
         await stop(task)
 

@@ -150,6 +150,7 @@ def test_a_seed_inside_the_window_is_coalesced_into_one_recheck_at_its_end() -> 
     # The re-check goes out at the end of the window and clears the mark.
     at_end = decide(d.state, cmd(RECHECK, 60), POLICY)
     assert at_end.dispatch and at_end.state is not None
+    assert at_end.seeded  # it answers the seed: end dates are asked again
     assert at_end.state.recheck_at is None and at_end.state.pending
     # Its answer schedules the sweep as usual.
     done = decide(at_end.state, cmd(PRICED, 62), POLICY).state
@@ -432,3 +433,19 @@ def test_log_throttle_lets_a_burst_through_then_reports_what_it_held_back() -> N
     logged, suppressed = throttle.allow(61)
     assert logged and suppressed == 7
     assert throttle.allow(62) == (True, 0)
+
+
+def test_only_requests_that_answer_a_seed_are_seeded() -> None:
+    """End dates are asked again for a seed, whether dispatched at once or coalesced."""
+    new = decide(None, cmd(SEED), POLICY)
+    assert new.dispatch and new.seeded
+    state = priced(seconds=2)
+    assert decide(state, seed(3600), POLICY).seeded
+    # The sweep's own re-crawl, and a re-check a change number asked for, are not seeds.
+    swept = decide(state, cmd(RECHECK, 6 * 3600), POLICY)
+    assert swept.dispatch and not swept.seeded
+    # A seed that came while the request waited for its answer: the re-check after it is.
+    waiting = decide(decide(None, cmd(SEED), POLICY).state, seed(3), POLICY).state
+    answered = decide(waiting, cmd(PRICED, 4), POLICY).state
+    recheck = decide(answered, cmd(RECHECK, 60), POLICY)
+    assert recheck.dispatch and recheck.seeded

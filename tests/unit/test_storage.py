@@ -88,7 +88,7 @@ def test_statements_avoid_mysql8_only_syntax_and_silent_truncation() -> None:
         assert ") AS " not in statement.upper()  # the row alias MariaDB lacks
         assert "IGNORE" not in statement.upper()  # would truncate bad values instead of failing
         assert "ON DUPLICATE KEY UPDATE" in statement
-    assert INSERT_PRICE_CHANGES.count("%s") == 20
+    assert INSERT_PRICE_CHANGES.count("%s") == 21
 
 
 def test_upsert_only_moves_forward() -> None:
@@ -121,6 +121,11 @@ def test_change_rows_are_deduplicated_by_event_id() -> None:
     assert len(rows) == 1
     assert rows[0][4] == "USD"  # the currency column falls back to the old currency
     assert rows[0][15] == at(-24 * 60) and rows[0][19] == 1  # previous_observed_at, lowest_90d
+    assert rows[0][20] is None  # discount_ends_at: not known when the change is detected
+    tokyo = timezone(timedelta(hours=9))
+    ends = datetime(2025, 1, 10, 2, 0, tzinfo=tokyo)
+    [row] = price_change_rows([PriceChange(**{**e.asdict(), "discount_ends_at": ends})])
+    assert row[20] == datetime(2025, 1, 9, 17, 0)  # naive UTC like every DATETIME
     assert app_rows([3, 1, 3]) == [(1,), (3,)]
 
 

@@ -5,8 +5,8 @@ talks to these aiohttp servers instead. They follow ``/work/shared/docs/steam-ap
 quirks and limits included (``null`` bodies on 400/429, ``data: []`` for unpriced apps,
 ``retry_after`` in milliseconds on unversioned Discord URLs ...).
 
-* :class:`tests.support.fakes.steam.FakeSteam` -- store ``/api/appdetails``, ``IStoreService/GetAppList``
-  and SteamSpy ``/api.php`` on one port.
+* :class:`tests.support.fakes.steam.FakeSteam` -- store ``/api/appdetails``, ``IStoreService/GetAppList``,
+  ``IStoreBrowseService/GetItems`` (discount end dates) and SteamSpy ``/api.php`` on one port.
 * :class:`tests.support.fakes.discord.FakeDiscord` -- execute-webhook endpoints of every API version.
 
 Both share :class:`FakeServer` for their lifecycle::

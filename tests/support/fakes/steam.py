@@ -31,6 +31,37 @@ One base URL serves as ``STEAM_STORE_URL``, ``STEAM_API_URL`` and (with ``/api.p
     unix time, so ``if_modified_since`` (``last_modified >= it``) finds exactly the re-priced
     apps. Apps never changed keep ``catalog_epoch`` and ``price_change_number`` 0.
 
+``GET /IStoreBrowseService/GetItems/v1/`` (discount end dates; another host in reality)
+    The request is ``input_json=<compact JSON>``: ``{"ids":[{"appid":N},...],"context":
+    {"language":"english","country_code":"US"},"data_request":{...}}``; POST answers 405, a
+    missing or unparsable ``input_json`` 400, an absolute URL longer than ``getitems_max_url``
+    (8,000 characters, the doc's safe line: 7.5 KB was seen answered, 9.2 KB refused) 400.
+    HTTP 200 ``{"response":{"store_items":[...]}}`` pretty-printed like every Web API answer,
+    with an ``x-eresult: 1`` header; one item per requested id, in request order (duplicates
+    too; unknown ids are left out instead while :attr:`FakeSteam.getitems_omit_unknown`), and
+    ``{"response":{}}`` when there is none. Items come from the same per-app state as
+    ``appdetails`` in the region of ``country_code`` (``us`` when absent), protobuf-to-JSON style:
+    64-bit integers (prices in cents, ``discount_amount``) are strings, unset fields absent.
+
+    * unknown app: ``success`` 15, ``visible`` false, ``name`` "", ``store_url_path`` "app/0/",
+      ``appid`` 0;
+    * known, not free, not coming soon, without a price in that region: the same plus
+      ``unvailable_for_country_restriction`` (sic) true (not sold there);
+    * free: ``is_free`` true and no purchase option; coming soon: ``is_coming_soon`` true;
+    * priced: ``best_purchase_option`` with the app's package (:meth:`FakeSteam.package_id`, the
+      one the unfiltered ``appdetails`` lists), ``final_price_in_cents`` and, while discounted
+      (``discount_percent`` > 0 and final < initial), ``original_price_in_cents``, ``discount_pct``
+      and one ``active_discounts`` entry whose ``discount_amount`` is initial - final and whose
+      ``discount_end_date`` is :meth:`FakeSteam.discount_end` (set with
+      :meth:`FakeSteam.set_discount_end`, else ``default_discount_end``).
+
+    Odd items: :meth:`FakeSteam.set_store_item` serves any item (another package, several
+    discounts, missing fields, broken JSON) in place of the generated one. Rate limit per client
+    IP: ``getitems_rate_limit`` (undocumented upstream; default 60 per 60 s), over it HTTP 429
+    with ``x-eresult: 84`` (RateLimitExceeded). Faults (endpoint ``getitems``): the store's kinds
+    with Web API bodies, plus ``eresult84`` (HTTP 200 ``{"response":{}}`` with ``x-eresult: 84``,
+    how a Web API limit can look too); :meth:`FakeSteam.fail_all` makes one an outage or a storm.
+
 ``GET /api.php`` (SteamSpy)
     ``request=appdetails&appid=N`` (prices as strings in US cents from the ``us`` catalog, a
     ``tags`` object) and ``request=all&page=N`` (1,000 apps per page from page 0, sorted by appid,
@@ -55,6 +86,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -101,12 +133,12 @@ CURRENCY_BY_CC: Final[dict[str, str]] = {
 }
 
 FAULT_KINDS: Final = frozenset(
-    {"429", "403", "500", "502", "503", "timeout", "truncated", "html", "400null"}
+    {"429", "403", "500", "502", "503", "timeout", "truncated", "html", "400null", "eresult84"}
 )
 # 403 and timeout are left out of random faults by default: each stalls a polite client for
 # minutes, which turns a fuzz run into a wait.
 DEFAULT_CHAOS_KINDS: Final = ("429", "500", "502", "503", "truncated", "html", "400null")
-ENDPOINTS: Final = ("appdetails", "applist", "steamspy")
+ENDPOINTS: Final = ("appdetails", "applist", "steamspy", "getitems")
 
 DEFAULT_REGION: Final = "us"
 APPLIST_DEFAULT_RESULTS: Final = 10_000
@@ -116,6 +148,19 @@ STEAMSPY_PAGE_SIZE: Final = 1_000
 DEFAULT_CATALOG_EPOCH: Final = 1_755_388_800
 # Change numbers seen in 2022 recordings were ~15.3 million; start above them.
 FIRST_CHANGE_NUMBER: Final = 20_000_000
+
+# GetItems (protobuf StoreItem): EStoreItemType and EStoreAppType numbers, success codes.
+ITEM_APP, ITEM_PACKAGE, ITEM_BUNDLE = 0, 1, 2
+_STORE_APP_TYPES: Final[dict[str, int]] = {
+    "game": 0,
+    "dlc": 4,
+    "software": 6,
+    "video": 7,
+    "hardware": 10,
+}
+GETITEMS_OK, GETITEMS_NOT_FOUND = 1, 15
+GETITEMS_MAX_URL: Final = 8_000
+DISCOUNT_DESCRIPTION: Final = "#discount_desc_preset_special"
 
 _NULL: Final = "null"
 _UNKNOWN_ENTRY: Final = '{"success":false}'
@@ -139,6 +184,22 @@ _STORE_ERROR_HTML: Final = (
     '<title>Welcome to Steam</title>\n</head>\n<body>\n<div id="error_box">\n'
     '<h2>Sorry!</h2>\n<span class="error">An error was encountered while processing your '
     "request:</span>\n</div>\n</body>\n</html>\n"
+)
+# The Web API's pages (api.steampowered.com); bodies are not documented, clients must check the
+# status and x-eresult before the body.
+_WEBAPI_HTML: Final[dict[int, str]] = {
+    400: "<html><head><title>Bad Request</title></head><body><h1>Bad Request</h1>"
+    "Required parameter 'input_json' is missing or could not be parsed.</body></html>",
+    403: "<html><head><title>Forbidden</title></head><body><h1>Forbidden</h1>"
+    "Access is denied. Retrying will not help.</body></html>",
+    405: "<html><head><title>Method Not Allowed</title></head><body><h1>Method Not Allowed</h1>"
+    "This API must be called with a HTTP GET request</body></html>",
+    429: "<html><head><title>Too Many Requests</title></head><body><h1>Too Many Requests</h1>"
+    "</body></html>",
+}
+_URL_TOO_LONG_HTML: Final = (
+    "<HTML><HEAD><TITLE>Bad Request</TITLE></HEAD><BODY><H1>Bad Request</H1>\n"
+    "Your browser sent a request that this server could not understand.</BODY></HTML>\n"
 )
 _5XX_HTML: Final = {
     500: "<html><head><title>500 Internal Server Error</title></head><body>"
@@ -238,6 +299,45 @@ def _price_overview(price: PriceTuple) -> dict[str, Any]:
     }
 
 
+def _discounted(price: PriceTuple) -> bool:
+    """A real cut: a percentage with ``final >= initial`` (free-to-keep promos) is none."""
+    initial, final, discount, _ = price
+    return discount > 0 and final < initial
+
+
+_RESTRICTED_KEY_ORDER: Final = (
+    "item_type",
+    "id",
+    "success",
+    "visible",
+    "unvailable_for_country_restriction",
+    "name",
+    "store_url_path",
+    "appid",
+)
+
+
+def _unknown_item(item_type: int, item_id: int) -> dict[str, Any]:
+    """What GetItems answers for an id it will not describe (``appid`` 0: match by ``id``)."""
+    prefix = {ITEM_APP: "app", ITEM_PACKAGE: "sub", ITEM_BUNDLE: "bundle"}[item_type]
+    item: dict[str, Any] = {
+        "item_type": item_type,
+        "id": item_id,
+        "success": GETITEMS_NOT_FOUND,
+        "visible": False,
+        "name": "",
+        "store_url_path": f"{prefix}/0/",
+    }
+    if item_type == ITEM_APP:
+        item["appid"] = 0
+    return item
+
+
+def _slug(name: str) -> str:
+    """The name part of a store URL path: ``Blue Fire`` -> ``Blue_Fire``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
 def _compact(obj: Any) -> str:
     # Steam's store answers without whitespace and with raw UTF-8 (see the JPY fixture).
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -297,13 +397,19 @@ class FakeSteam(FakeServer):
         steamspy_interval: float = 1.0,
         steamspy_all_interval: float = 60.0,
         catalog_epoch: int = DEFAULT_CATALOG_EPOCH,
+        getitems_rate_limit: tuple[int, float] | None = (60, 60.0),
+        getitems_max_url: int = GETITEMS_MAX_URL,
+        default_discount_end: int | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         """Configure limits; ``rate_limit``/``ban_after_429s`` None switch throttling/bans off.
 
         ``api_key`` None accepts any non-empty key. ``timeout_delay`` is how long a "timeout"
         fault stalls (make it longer than the client's timeout). ``clock`` drives every limit
-        and record so tests can move time without sleeping.
+        and record so tests can move time without sleeping. ``getitems_rate_limit`` None
+        switches GetItems' own throttling off; ``default_discount_end`` (unix seconds) is the
+        end date of discounts without one of their own (default: 17:00 UTC, 10:00 in Seattle
+        when most sales flip, eight days after today).
         """
         super().__init__(clock=clock)
         self.rate_limit = rate_limit
@@ -318,6 +424,14 @@ class FakeSteam(FakeServer):
         self.catalog_epoch = catalog_epoch
         # Valve has switched batching off before; False answers every batch with 400 null.
         self.batching_enabled = True
+        self.getitems_rate_limit = getitems_rate_limit
+        self.getitems_max_url = getitems_max_url
+        if default_discount_end is None:
+            today = int(time.time()) // 86_400 * 86_400
+            default_discount_end = today + 8 * 86_400 + 17 * 3_600
+        self.default_discount_end = default_discount_end
+        # One caller reports GetItems leaving unknown ids out instead of answering success 15.
+        self.getitems_omit_unknown = False
 
         # Catalog. _meta holds every known app (it is the "known" set) with
         # (last_modified, price_change_number); untouched apps share one tuple.
@@ -332,9 +446,16 @@ class FakeSteam(FakeServer):
         self._sorted_ids: list[int] | None = None
         # Many apps share a price; caching by the tuple needs no invalidation.
         self._entry_cache: dict[PriceTuple, str] = {}
+        # GetItems: (app_id, cc) -> discount end (unix seconds); (app_id, cc or "*") -> an item
+        # served verbatim; apps announced but not released.
+        self._discount_ends: dict[tuple[int, str], int] = {}
+        self._store_items: dict[tuple[int, str], str] = {}
+        self._coming_soon: set[int] = set()
 
         # Faults.
         self._faults: dict[str, deque[str]] = {e: deque() for e in ENDPOINTS}
+        # Endpoint -> the fault every request gets until cleared (an outage, a 429 storm).
+        self._fail_all: dict[str, str] = {}
         self._chaos: dict[str, tuple[float, tuple[str, ...], random.Random]] = {}
 
         # Limiter state per client IP.
@@ -344,6 +465,7 @@ class FakeSteam(FakeServer):
         self._banned_until: dict[str, float] = {}
         self._spy_last: dict[str, float] = {}
         self._spy_last_all: dict[str, float] = {}
+        self._getitems_served: dict[str, deque[float]] = {}
 
         # Recording. requests covers every endpoint; the counters cover /api/appdetails only,
         # since the store is the host whose limits the benchmarks check.
@@ -352,6 +474,8 @@ class FakeSteam(FakeServer):
         self.count_403 = 0
         self.requests_during_penalty = 0
         self.steamspy_violations: list[SteamSpyViolation] = []
+        # GetItems' own throttled answers (its limiter and injected 429/eresult84 faults).
+        self.getitems_429 = 0
 
     # ------------------------------------------------------------------ catalog API
 
@@ -376,6 +500,9 @@ class FakeSteam(FakeServer):
         changed = region.get(app_id) != price
         region[app_id] = price
         self._free.discard(app_id)
+        if not _discounted(price):
+            # The next discount gets an end date of its own (the default unless one is set).
+            self._discount_ends.pop((app_id, cc), None)
         if app_id not in self._meta:
             self._sorted_ids = None
             changed = True
@@ -407,8 +534,13 @@ class FakeSteam(FakeServer):
         for region in self._prices.values():
             region.pop(app_id, None)
         self._free.discard(app_id)
+        self._coming_soon.discard(app_id)
         for key in [k for k in self._raw if k[0] == app_id]:
             del self._raw[key]
+        for key in [k for k in self._store_items if k[0] == app_id]:
+            del self._store_items[key]
+        for key in [k for k in self._discount_ends if k[0] == app_id]:
+            del self._discount_ends[key]
 
     def set_name(self, app_id: int, name: str) -> None:
         """Name shown by the app list, unfiltered appdetails and SteamSpy (makes the app known)."""
@@ -434,6 +566,58 @@ class FakeSteam(FakeServer):
             self._raw.pop(key, None)
         else:
             self._raw[key] = raw_json_text
+
+    def set_coming_soon(self, app_id: int, coming_soon: bool = True) -> None:
+        """Announced, not released: GetItems says ``is_coming_soon`` (appdetails is unchanged)."""
+        if coming_soon:
+            self._coming_soon.add(app_id)
+        else:
+            self._coming_soon.discard(app_id)
+        self._ensure_known(app_id)
+
+    def package_id(self, app_id: int) -> int:
+        """The package ``appdetails`` prices ``app_id`` with (listed in unfiltered ``packages``)."""
+        return 100_000 + app_id % 900_000
+
+    def set_discount_end(self, app_id: int, end: int | None, cc: str = DEFAULT_REGION) -> None:
+        """When the discount of ``app_id`` in ``cc`` ends (unix seconds); None = the default.
+
+        Served by GetItems while the app is discounted there; moving it is an extended sale. A
+        price without a discount (:meth:`set_price`) forgets it.
+        """
+        key = (app_id, cc.lower())
+        if end is None:
+            self._discount_ends.pop(key, None)
+        else:
+            self._discount_ends[key] = int(end)
+
+    def discount_end(self, app_id: int, cc: str = DEFAULT_REGION) -> int | None:
+        """The ``discount_end_date`` GetItems serves for ``app_id`` in ``cc`` (None: no discount)."""
+        price = self.get_price(app_id, cc)
+        if price is None or not _discounted(price):
+            return None
+        return self._discount_ends.get((app_id, cc.lower()), self.default_discount_end)
+
+    def store_item(self, app_id: int, cc: str = DEFAULT_REGION) -> dict[str, Any]:
+        """The GetItems item generated for ``app_id`` in ``cc`` (a copy, to edit and serve back
+        with :meth:`set_store_item`); overrides are not applied."""
+        return self._generated_item(app_id, cc.lower())
+
+    def set_store_item(
+        self, app_id: int, cc: str | None, item: dict[str, Any] | str | None
+    ) -> None:
+        """Serve ``item`` as the GetItems item of ``app_id`` in ``cc`` (None = every region).
+
+        A dict is serialised like the rest of the answer, a str is served verbatim (broken JSON
+        spoils the whole body, as a broken upstream would), None removes the override.
+        """
+        key = (app_id, "*" if cc is None else cc.lower())
+        if item is None:
+            self._store_items.pop(key, None)
+        elif isinstance(item, str):
+            self._store_items[key] = item
+        else:
+            self._store_items[key] = json.dumps(item, indent=2, ensure_ascii=False)
 
     def get_price(self, app_id: int, cc: str = DEFAULT_REGION) -> PriceTuple | None:
         """The stored ``(initial, final, discount_percent, currency)`` or None."""
@@ -537,11 +721,23 @@ class FakeSteam(FakeServer):
 
         Kinds: 429, 403, 500, 502, 503, timeout (stall ``timeout_delay`` s, then answer
         normally), truncated (200 with the JSON cut in the middle), html (200 with an HTML page),
-        400null. Endpoints: appdetails, applist, steamspy. Store faults are applied after the
+        400null, eresult84 (GetItems: 200 ``{"response":{}}`` with ``x-eresult: 84``).
+        Endpoints: appdetails, applist, steamspy, getitems. Store faults are applied after the
         rate limiter, so throttled or banned requests do not consume them.
         """
         self._check_fault(kind, endpoint)
         self._faults[endpoint].extend([kind] * n)
+
+    def fail_all(self, kind: str | None, endpoint: str = "getitems") -> None:
+        """Answer every request to ``endpoint`` with fault ``kind`` until called with None.
+
+        An outage (``503``, ``timeout``) or a storm (``429``); it goes before queued faults.
+        """
+        if kind is None:
+            self._fail_all.pop(endpoint, None)
+            return
+        self._check_fault(kind, endpoint)
+        self._fail_all[endpoint] = kind
 
     def chaos(
         self,
@@ -571,6 +767,9 @@ class FakeSteam(FakeServer):
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
 
     def _take_fault(self, endpoint: str) -> str | None:
+        forced = self._fail_all.get(endpoint)
+        if forced is not None:
+            return forced
         queue = self._faults[endpoint]
         if queue:
             return queue.popleft()
@@ -592,11 +791,17 @@ class FakeSteam(FakeServer):
         self.count_403 = 0
         self.requests_during_penalty = 0
         self.steamspy_violations.clear()
+        self.getitems_429 = 0
 
     # ------------------------------------------------------------------ HTTP
 
     def build_app(self) -> web.Application:
-        app = web.Application()
+        # aiohttp refuses request lines over 8,190 bytes on its own; GetItems' URL limit is the
+        # fake's to enforce (and record), so the parser must let longer ones through.
+        app = web.Application(handler_args={"max_line_size": 65_536})
+        # Every method: the handler answers anything but GET with 405.
+        app.router.add_route("*", "/IStoreBrowseService/GetItems/v1/", self._handle_getitems)
+        app.router.add_route("*", "/IStoreBrowseService/GetItems/v1", self._handle_getitems)
         app.router.add_get("/api/appdetails", self._handle_appdetails)
         app.router.add_get("/api/appdetails/", self._handle_appdetails)
         app.router.add_get("/IStoreService/GetAppList/v1/", self._handle_applist)
@@ -808,7 +1013,7 @@ class FakeSteam(FakeServer):
         }
         if price is not None:
             data["price_overview"] = _price_overview(price)
-        package_id = 100_000 + app_id % 900_000
+        package_id = self.package_id(app_id)
         if price is not None or is_free:
             data["packages"] = [package_id]
         data["platforms"] = {"windows": True, "mac": False, "linux": False}
@@ -877,6 +1082,180 @@ class FakeSteam(FakeServer):
             response["have_more_results"] = True
             response["last_appid"] = apps[-1]["appid"]
         return json.dumps({"response": response}, indent=2, ensure_ascii=False)
+
+    # GetItems -----------------------------------------------------------
+
+    async def _handle_getitems(self, request: web.Request) -> web.Response:
+        arrived = self.clock()
+        ip = request.remote or "unknown"
+        if request.method != "GET":
+            return await self._finish(request, arrived, self._webapi_html(405))
+        payload: Any = None
+        try:
+            payload = json.loads(request.query["input_json"])
+        except (KeyError, ValueError):
+            pass
+        ids = payload.get("ids") if isinstance(payload, dict) else None
+        n = len(ids) if isinstance(ids, list) else 0
+        url_length = len(f"{request.scheme}://{request.host}{request.raw_path}")
+        if url_length > self.getitems_max_url:
+            response = self._html(400, _URL_TOO_LONG_HTML)
+            return await self._finish(request, arrived, response, n)
+        if not isinstance(ids, list):
+            return await self._finish(request, arrived, self._webapi_html(400))
+
+        if self.getitems_rate_limit is not None:
+            limit, window = self.getitems_rate_limit
+            served = self._getitems_served.setdefault(ip, deque())
+            while served and served[0] <= arrived - window:
+                served.popleft()
+            if len(served) >= limit:
+                self.getitems_429 += 1
+                return await self._finish(request, arrived, self._getitems_fault("429", ""), n)
+            served.append(arrived)
+
+        context = payload.get("context")
+        country = context.get("country_code") if isinstance(context, dict) else None
+        cc = country.lower() if isinstance(country, str) and country else DEFAULT_REGION
+        data_request = payload.get("data_request")
+        all_options = isinstance(data_request, dict) and bool(
+            data_request.get("include_all_purchase_options")
+        )
+        body = self._getitems_body(ids, cc, all_options)
+        fault = self._take_fault("getitems")
+        if fault is None:
+            return await self._finish(request, arrived, self._webapi_json(200, body), n)
+        if fault in ("429", "eresult84"):
+            self.getitems_429 += 1
+        if fault == "timeout":
+            await self._sleep(self.timeout_delay)
+            return await self._finish(request, arrived, self._webapi_json(200, body), n, fault)
+        return await self._finish(request, arrived, self._getitems_fault(fault, body), n, fault)
+
+    def _getitems_fault(self, fault: str, body: str) -> web.Response:
+        if fault == "429":
+            return self._webapi_html(429, eresult=84)
+        if fault == "eresult84":
+            return self._webapi_json(200, '{\n  "response": {}\n}', eresult=84)
+        if fault in ("403", "400null"):
+            return self._webapi_html(403 if fault == "403" else 400)
+        if fault in ("500", "502", "503"):
+            code = int(fault)
+            return self._html(code, _5XX_HTML[code])
+        if fault == "html":
+            return self._html(200, _STORE_ERROR_HTML)
+        assert fault == "truncated", fault
+        return self._webapi_json(200, body[: max(1, len(body) // 2)])
+
+    @staticmethod
+    def _webapi_json(status: int, text: str, eresult: int = 1) -> web.Response:
+        return web.Response(
+            status=status,
+            text=text,
+            content_type="application/json",
+            headers={"x-eresult": str(eresult)},
+        )
+
+    @staticmethod
+    def _webapi_html(status: int, eresult: int | None = None) -> web.Response:
+        headers = {"x-eresult": str(eresult)} if eresult is not None else None
+        return web.Response(
+            status=status, text=_WEBAPI_HTML[status], content_type="text/html", headers=headers
+        )
+
+    def _getitems_body(self, ids: list[Any], cc: str, all_options: bool) -> str:
+        """``{"response":{"store_items":[...]}}`` as the Web API prints it (indent 2)."""
+        pieces: list[str] = []
+        for wanted in ids:
+            piece = self._item_text(wanted, cc, all_options)
+            if piece is not None:
+                pieces.append(piece)
+        if not pieces:
+            return '{\n  "response": {}\n}'
+        # Items are nested three levels deep in the answer: indent every line but the first.
+        items = ",\n".join("      " + p.replace("\n", "\n      ") for p in pieces)
+        return '{\n  "response": {\n    "store_items": [\n' + items + "\n    ]\n  }\n}"
+
+    def _item_text(self, wanted: Any, cc: str, all_options: bool) -> str | None:
+        if not isinstance(wanted, dict):
+            return None
+        for key, item_type in (("packageid", ITEM_PACKAGE), ("bundleid", ITEM_BUNDLE)):
+            other = wanted.get(key)
+            if isinstance(other, int) and not isinstance(other, bool):
+                # Only apps are modelled: packages and bundles are unknown.
+                if self.getitems_omit_unknown:
+                    return None
+                return json.dumps(_unknown_item(item_type, other), indent=2)
+        app_id = wanted.get("appid")
+        if not isinstance(app_id, int) or isinstance(app_id, bool):
+            return None
+        override = self._store_items.get((app_id, cc)) or self._store_items.get((app_id, "*"))
+        if override is not None:
+            return override
+        if app_id not in self._meta and self.getitems_omit_unknown:
+            return None
+        item = self._generated_item(app_id, cc)
+        if all_options and "best_purchase_option" in item:
+            item["purchase_options"] = [item["best_purchase_option"]]
+        return json.dumps(item, indent=2, ensure_ascii=False)
+
+    def _generated_item(self, app_id: int, cc: str) -> dict[str, Any]:
+        if app_id not in self._meta:
+            return _unknown_item(ITEM_APP, app_id)
+        price = self._prices.get(cc, {}).get(app_id)
+        free = app_id in self._free
+        coming_soon = app_id in self._coming_soon
+        if price is None and not free and not coming_soon:
+            # Known, yet no price here and nothing else explains it: not sold in this region.
+            item = _unknown_item(ITEM_APP, app_id)
+            item["unvailable_for_country_restriction"] = True
+            # Key order of the protobuf fields: the flag (5) comes before name (6).
+            return {k: item[k] for k in _RESTRICTED_KEY_ORDER}
+        name = self.app_name(app_id)
+        item = {
+            "item_type": ITEM_APP,
+            "id": app_id,
+            "success": GETITEMS_OK,
+            "visible": True,
+            "name": name,
+            "store_url_path": f"app/{app_id}/{_slug(name)}",
+            "appid": app_id,
+            "type": _STORE_APP_TYPES.get(self._types.get(app_id, "game"), 0),
+        }
+        if free:
+            item["is_free"] = True
+        if coming_soon:
+            item["is_coming_soon"] = True
+        if price is not None:
+            item["best_purchase_option"] = self._purchase_option(app_id, cc, name, price)
+        return item
+
+    def _purchase_option(
+        self, app_id: int, cc: str, name: str, price: PriceTuple
+    ) -> dict[str, Any]:
+        initial, final, discount, currency = price
+        discounted = _discounted(price)
+        option: dict[str, Any] = {
+            "packageid": self.package_id(app_id),
+            "purchase_option_name": name,
+            "final_price_in_cents": str(final),
+        }
+        if discounted:
+            option["original_price_in_cents"] = str(initial)
+        option["formatted_final_price"] = format_price(final, currency)
+        if discounted:
+            option["formatted_original_price"] = format_price(initial, currency)
+            option["discount_pct"] = discount
+            end = self._discount_ends.get((app_id, cc), self.default_discount_end)
+            option["active_discounts"] = [
+                {
+                    "discount_amount": str(initial - final),
+                    "discount_description": DISCOUNT_DESCRIPTION,
+                    "discount_end_date": end,
+                }
+            ]
+        option["user_can_purchase_as_gift"] = True
+        return option
 
     # SteamSpy -----------------------------------------------------------
 
