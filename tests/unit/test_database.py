@@ -36,6 +36,7 @@ SHIPPED = {
     "020_price_pages.sql": "e4a59804d1d9a607d4fc41ced8990b65dd1b950f424217e3278d8c8331dd59e5",
     "030_discord_rate_limits.sql": "e4ffe2c96c085f8e7fd4ec9577edab35ff1cd837ad8824da022e625afda64cec",
     "050_alert_rules.sql": "781583c513cfba7ea2967039467f7cd4fefa509d9a9d1eebd6fbee9ed9c3313c",
+    "060_discount_ends.sql": "de61abd78c2a0def9804790562f5276be79f1713a218f89b7a6960b53ae584e7",
 }
 
 
