@@ -201,6 +201,14 @@ async def test_failing_apps_move_to_the_failed_state_and_retry_failed_requeues_t
     asked = sum("504" in r.query["appids"].split(",") for r in appdetails_requests(steam))  # type: ignore[attr-defined]
 
     steam.set_raw_entry(504, None, None)  # Steam fixed it
+
+    # retry-failed reads the app-state changelog, which may land a moment after the gauge and
+    # the app-ids-failed message: wait, as an operator would, until `status` counts it failed.
+    async def failed_in_changelog() -> bool:
+        status = json.loads(await pipeline.cli("status", "--json", "--worker-url", ""))
+        return bool(status["apps"]["failed"] == 1)
+
+    await wait_for("app 504 failed in the app-state changelog", failed_in_changelog)
     out = await pipeline.cli("retry-failed")
     assert "Re-enqueued 1 failed apps" in out
 
