@@ -58,8 +58,8 @@ async def sales_queued(pipeline: Pipeline, steam: FakeSteam, worker: Worker) -> 
 async def test_a_replacement_sender_never_calls_inside_the_window_of_a_killed_senders_429(
     pipeline: Pipeline, steam: FakeSteam, discord: FakeDiscord
 ) -> None:
-    # Not a timeout: a re-seed inside SEED_DEDUPE_SECONDS is dropped today (issue 13, item 3),
-    # and this test needs the second observation at once.
+    # Not a timeout: a re-seed inside SEED_DEDUPE_SECONDS waits for the end of the window (one
+    # re-check), and this test needs the second observation at once.
     worker = pipeline.worker(SEED_DEDUPE_SECONDS="0")
     await sales_queued(pipeline, steam, worker)
 
