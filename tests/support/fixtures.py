@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from steamprice.store_client import StoreClient
@@ -41,6 +42,13 @@ async def client(fake: FakeSteam) -> AsyncIterator[StoreClient]:
     c = await started(client_settings(fake.url))
     yield c
     await c.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for tests that talk to a fake by hand."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture
