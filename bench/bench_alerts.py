@@ -27,7 +27,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-import aiomysql
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -40,8 +39,9 @@ from steamprice.notify.rulebook import RuleBook
 from steamprice.notify.rules import AlertRule, RuleIndex, build_rule
 from steamprice.pricing import KINDS
 from steamprice.settings import Settings
+from tests.support.database import drop_database
 from tests.support.fakes.discord import FakeDiscord
-from tests.support.infra import KAFKA
+from tests.support.infra import KAFKA, delete_topic
 
 RULES = 1_000
 EVENTS = 100_000
@@ -310,18 +310,8 @@ async def sale_burst() -> dict[str, Any]:
         await book.stop()
         await database.stop()
         await fake.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-        finally:
-            await admin.close()
-        conn = await aiomysql.connect(**connect_kwargs(settings, with_db=False), autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-        finally:
-            conn.close()
+        await delete_topic(topic)
+        await drop_database(db, connect_kwargs(settings, with_db=False))
 
 
 async def main() -> dict[str, Any]:

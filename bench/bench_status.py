@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 import aiomysql
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from steamprice.database import connect_kwargs, migrate
 from steamprice.models import AppState
 from steamprice.settings import load_settings
-from tests.support.infra import create_topic
+from tests.support.database import drop_database
+from tests.support.infra import create_topic, delete_topic
 
 APPS = 200_000
 FAILED_EVERY = 1000  # one app in a thousand has failed
@@ -86,18 +86,8 @@ async def fill_database(db: str, now: datetime) -> None:
 
 
 async def cleanup(topic: str, db: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-    conn = await aiomysql.connect(**connect_kwargs(load_settings(), with_db=False), autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-    finally:
-        conn.close()
+    await delete_topic(topic, KAFKA)
+    await drop_database(db, connect_kwargs(load_settings(), with_db=False))
 
 
 async def main() -> dict[str, float]:

@@ -37,10 +37,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import yarl
@@ -70,6 +70,8 @@ from steamprice.steam import (
 from steamprice.steamspy import SpyDetails, SpyError, parse_details
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ENDPOINT = "appdetails"
 GETITEMS = "getitems"
@@ -133,6 +135,65 @@ def pause_seconds(kind: str, streak: int, backoff: float, ban_pause: float) -> f
 
 
 @dataclass
+class Pauses:
+    """One endpoint's 429 and 403 pauses: streaks, its pacer held, each pause counted and logged.
+
+    The store and GetItems each have one, so that GetItems' trouble never holds up pricing.
+    """
+
+    endpoint: str
+    pacer: Pacer
+    settings: Settings
+    metrics: Metrics
+    # The log lines: "<name> answered <answer>: pausing <scope> for N s".
+    name: str
+    scope: str
+    # How each kind of answer is named in the log; the error's own detail if not listed.
+    answers: Mapping[str, str] = field(default_factory=dict)
+    # Whether a 403 raises ``steam_store_banned`` (the store's; GetItems' 403 leaves it alone).
+    ban_alert: bool = False
+    rate_limit_streak: int = 0
+    ban_streak: int = 0
+
+    def pause(self, exc: StoreError) -> None:
+        """Hold the pacer after a 429 (``rate_limited``) or 403 (``banned``), longer on repeats."""
+        if exc.kind == "banned":
+            self.ban_streak += 1
+            streak = self.ban_streak
+            if self.ban_alert:
+                self.metrics.store_banned.set(1)
+        else:
+            self.rate_limit_streak += 1
+            streak = self.rate_limit_streak
+        seconds = pause_seconds(
+            exc.kind,
+            streak,
+            self.settings.steam_backoff_seconds,
+            self.settings.steam_ban_pause_seconds,
+        )
+        self.pacer.pause(seconds)
+        self.metrics.rate_limit_pauses.labels(self.endpoint, exc.kind).inc()
+        self.metrics.rate_limit_pause_seconds.labels(self.endpoint).inc(seconds)
+        logger.warning(
+            "%s answered %s: pausing %s for %.0f s",
+            self.name,
+            self.answers.get(exc.kind, exc.detail),
+            self.scope,
+            seconds,
+        )
+
+    def answered(self) -> None:
+        """A success: the streaks start again."""
+        self.rate_limit_streak = 0
+        if self.ban_streak:
+            logger.info("%s answers again after a 403 pause", self.name)
+        self.ban_streak = 0
+        if self.ban_alert:
+            self.metrics.store_banned.set(0)
+        self.metrics.last_success.labels(self.endpoint).set(time.time())
+
+
+@dataclass
 class ItemsResult:
     """GetItems' item for each app that got one (any JSON value), or why the batch failed."""
 
@@ -158,13 +219,27 @@ class StoreClient(Service):
         self.pacer = Pacer(settings.steam_max_requests_per_minute)
         self.spy_pacer = Pacer(60.0 / STEAMSPY_INTERVAL_SECONDS)
         self._session: aiohttp.ClientSession | None = None
-        self._rate_limit_streak = 0
-        self._ban_streak = 0
+        self._pauses = Pauses(
+            ENDPOINT,
+            self.pacer,
+            settings,
+            metrics,
+            name="Steam store",
+            scope="every store request",
+            answers={"banned": "403 Access Denied", "rate_limited": "429"},
+            ban_alert=True,
+        )
         self._singles_until = 0.0
-        # GetItems: its own pace, streaks and URL limit (lowered if Valve refuses a long URL).
+        # GetItems: its own pace, pauses and URL limit (lowered if Valve refuses a long URL).
         self.items_pacer = Pacer(settings.steam_getitems_max_requests_per_minute or 1.0)
-        self._items_rate_limit_streak = 0
-        self._items_ban_streak = 0
+        self._items_pauses = Pauses(
+            GETITEMS,
+            self.items_pacer,
+            settings,
+            metrics,
+            name="GetItems",
+            scope="GetItems (end dates only)",
+        )
         self.items_url_limit = MAX_URL_CHARS
         self._items_url_limit_until = 0.0
 
@@ -221,35 +296,41 @@ class StoreClient(Service):
         base = self.settings.steam_retry_base_seconds * 2 ** (attempt - 1)
         return float(min(base, MAX_RETRY_DELAY_SECONDS) * random.uniform(1.0, 1.5))
 
+    async def _with_retries(
+        self,
+        send: Callable[[], Awaitable[T]],
+        pauses: Pauses,
+        what: str,
+        attempts_allowed: int = MAX_ATTEMPTS,
+        wait_out_pauses: bool = True,
+    ) -> T:
+        """``send``'s answer, with pauses and retries; raises StoreError when it gives up.
+
+        429 and 403 pause ``pauses``' endpoint and retry for as long as it takes, or raise at
+        once without ``wait_out_pauses``; other failures are retried ``attempts_allowed`` times
+        in all.
+        """
+        attempts = 0
+        while True:
+            try:
+                answer = await send()
+            except StoreError as exc:
+                if exc.kind in ("rate_limited", "banned"):
+                    pauses.pause(exc)
+                    if not wait_out_pauses:
+                        raise
+                    continue
+                attempts += 1
+                if not exc.retryable or attempts >= attempts_allowed:
+                    raise
+                delay = self._retry_delay(attempts)
+                logger.info("%s failed (%s), retry %d in %.1f s", what, exc, attempts, delay)
+                await asyncio.sleep(delay)
+                continue
+            pauses.answered()
+            return answer
+
     # -------------------------------------------------------------- store appdetails
-
-    def _pause(self, kind: str) -> None:
-        if kind == "banned":
-            self._ban_streak += 1
-            streak = self._ban_streak
-            self.metrics.store_banned.set(1)
-        else:
-            self._rate_limit_streak += 1
-            streak = self._rate_limit_streak
-        seconds = pause_seconds(
-            kind, streak, self.settings.steam_backoff_seconds, self.settings.steam_ban_pause_seconds
-        )
-        self.pacer.pause(seconds)
-        self.metrics.rate_limit_pauses.labels(ENDPOINT, kind).inc()
-        self.metrics.rate_limit_pause_seconds.labels(ENDPOINT).inc(seconds)
-        logger.warning(
-            "Steam store answered %s: pausing every store request for %.0f s",
-            "403 Access Denied" if kind == "banned" else "429",
-            seconds,
-        )
-
-    def _on_success(self) -> None:
-        self._rate_limit_streak = 0
-        if self._ban_streak:
-            logger.info("Steam store answers again after a 403 pause")
-        self._ban_streak = 0
-        self.metrics.store_banned.set(0)
-        self.metrics.last_success.labels(ENDPOINT).set(time.time())
 
     async def _request(
         self, app_ids: Sequence[int], cc: str, attempts_allowed: int = MAX_ATTEMPTS
@@ -261,24 +342,12 @@ class StoreClient(Service):
         """
         url = f"{self.settings.steam_store_url}/api/appdetails"
         params = appdetails_params(app_ids, cc)
-        attempts = 0
-        while True:
-            try:
-                status, body = await self._get(url, params, ENDPOINT, self.pacer)
-                entries = split_appdetails(status, body, app_ids)
-            except StoreError as exc:
-                if exc.kind in ("rate_limited", "banned"):
-                    self._pause(exc.kind)
-                    continue
-                attempts += 1
-                if not exc.retryable or attempts >= attempts_allowed:
-                    raise
-                delay = self._retry_delay(attempts)
-                logger.info("Store request failed (%s), retry %d in %.1f s", exc, attempts, delay)
-                await asyncio.sleep(delay)
-                continue
-            self._on_success()
-            return entries
+
+        async def send() -> dict[int, str]:
+            status, body = await self._get(url, params, ENDPOINT, self.pacer)
+            return split_appdetails(status, body, app_ids)
+
+        return await self._with_retries(send, self._pauses, "Store request", attempts_allowed)
 
     async def fetch_batch(self, app_ids: Sequence[int], cc: str) -> FetchResult:
         """Every app's raw ``appdetails`` entry for region ``cc``, or the reason it has none.
@@ -441,49 +510,14 @@ class StoreClient(Service):
         wait), or raise at once without ``wait_out_pauses``; other failures are retried
         ``MAX_ATTEMPTS`` times in all.
         """
-        attempts = 0
         self.metrics.batch_size.labels(GETITEMS).observe(len(batch))
-        while True:
-            try:
-                status, body, eresult = await self._send(url, None, GETITEMS, self.items_pacer)
-                items = split_getitems(status, body, eresult, batch)
-            except StoreError as exc:
-                if exc.kind in ("rate_limited", "banned"):
-                    self._items_pause(exc.kind, exc)
-                    if not wait_out_pauses:
-                        raise
-                    continue
-                attempts += 1
-                if not exc.retryable or attempts >= MAX_ATTEMPTS:
-                    raise
-                delay = self._retry_delay(attempts)
-                logger.info("GetItems failed (%s), retry %d in %.1f s", exc, attempts, delay)
-                await asyncio.sleep(delay)
-                continue
-            self._items_rate_limit_streak = 0
-            if self._items_ban_streak:
-                logger.info("GetItems answers again after a 403 pause")
-            self._items_ban_streak = 0
-            self.metrics.last_success.labels(GETITEMS).set(time.time())
-            return items
 
-    def _items_pause(self, kind: str, exc: StoreError) -> None:
-        if kind == "banned":
-            self._items_ban_streak += 1
-            streak = self._items_ban_streak
-        else:
-            self._items_rate_limit_streak += 1
-            streak = self._items_rate_limit_streak
-        seconds = pause_seconds(
-            kind, streak, self.settings.steam_backoff_seconds, self.settings.steam_ban_pause_seconds
-        )
-        self.items_pacer.pause(seconds)
-        self.metrics.rate_limit_pauses.labels(GETITEMS, kind).inc()
-        self.metrics.rate_limit_pause_seconds.labels(GETITEMS).inc(seconds)
-        logger.warning(
-            "GetItems answered %s: pausing GetItems (end dates only) for %.0f s",
-            exc.detail,
-            seconds,
+        async def send() -> dict[int, Any]:
+            status, body, eresult = await self._send(url, None, GETITEMS, self.items_pacer)
+            return split_getitems(status, body, eresult, batch)
+
+        return await self._with_retries(
+            send, self._items_pauses, "GetItems", wait_out_pauses=wait_out_pauses
         )
 
     # -------------------------------------------------------------- Web API app list

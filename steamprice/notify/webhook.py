@@ -17,6 +17,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,21 +320,23 @@ class WebhookClient:
         """Seconds until the bucket, any 429 pause and the channel window allow a message."""
         return max(self._not_before - now, self.gate.not_before - now, self.window.delay(now))
 
-    async def fetch_channel(self) -> tuple[str | None, Outcome | None]:
-        """``GET`` the webhook object: (its ``channel_id``, None), or (None, the failure).
-
-        The answer's bucket headers are obeyed like a post's; a 404/401 is ``disable``.
-        """
-        assert self._session is not None
+    async def _exchange(
+        self, request: AbstractAsyncContextManager[aiohttp.ClientResponse]
+    ) -> tuple[Outcome, dict[str, str], bytes] | Outcome:
+        """Send ``request`` (a session call not yet awaited): the answer classified, its headers
+        and body, counted by status. A network error or timeout is a counted ``backoff`` Outcome
+        alone (no answer)."""
         try:
-            async with self._session.get(self.webhook.object_url) as resp:
+            async with request as resp:
                 raw = await resp.read()
+                # Header names are case-insensitive (HTTP/2 sends them in lower case).
                 status = resp.status
                 headers = {k.lower(): v for k, v in resp.headers.items()}
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "network"
             self.metrics.api_requests.labels(ENDPOINT, kind).inc()
-            return None, Outcome("backoff", detail=f"{kind}: {exc.__class__.__name__}")
+            # The class name only: aiohttp errors may quote the URL, which holds the token.
+            return Outcome("backoff", detail=f"{kind}: {exc.__class__.__name__}")
         self.metrics.api_requests.labels(ENDPOINT, str(status)).inc()
         outcome = classify_response(
             status,
@@ -342,6 +345,18 @@ class WebhookClient:
             max_wait=self.settings.discord_max_retry_wait_seconds,
             api_version=self.webhook.api_version,
         )
+        return outcome, headers, raw
+
+    async def fetch_channel(self) -> tuple[str | None, Outcome | None]:
+        """``GET`` the webhook object: (its ``channel_id``, None), or (None, the failure).
+
+        The answer's bucket headers are obeyed like a post's; a 404/401 is ``disable``.
+        """
+        assert self._session is not None
+        answer = await self._exchange(self._session.get(self.webhook.object_url))
+        if isinstance(answer, Outcome):
+            return None, answer
+        outcome, _, raw = answer
         if outcome.action != "sent":
             return None, outcome
         try:
@@ -357,28 +372,14 @@ class WebhookClient:
         assert self._session is not None
         started = time.monotonic()
         try:
-            async with self._session.post(self.webhook.url, json=body) as resp:
-                raw = await resp.read()
-                # Header names are case-insensitive (HTTP/2 sends them in lower case).
-                status = resp.status
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            kind = "timeout" if isinstance(exc, TimeoutError) else "network"
-            self.metrics.api_requests.labels(ENDPOINT, kind).inc()
-            # The class name only: aiohttp errors may quote the URL, which holds the token.
-            return Outcome("backoff", detail=f"{kind}: {exc.__class__.__name__}")
+            answer = await self._exchange(self._session.post(self.webhook.url, json=body))
         finally:
             self.metrics.api_response_seconds.labels(ENDPOINT).observe(time.monotonic() - started)
+        if isinstance(answer, Outcome):
+            return answer
         received = time.monotonic()
-        self.metrics.api_requests.labels(ENDPOINT, str(status)).inc()
+        outcome, headers, _ = answer
         self._obey_headers(headers, received)
-        outcome = classify_response(
-            status,
-            headers,
-            raw,
-            max_wait=self.settings.discord_max_retry_wait_seconds,
-            api_version=self.webhook.api_version,
-        )
         if outcome.action == "sent":
             self._backoff = FIRST_BACKOFF_SECONDS
             self.window.record(received)

@@ -360,8 +360,26 @@ class Low:
     at: datetime
 
 
+class Priced:
+    """What the pages read from a status and Steam's three price fields (a row's or a period's)."""
+
+    status: str
+    initial: int | None
+    final: int | None
+    discount_percent: int | None
+
+    @property
+    def priced(self) -> bool:
+        return self.status == PRICED and self.final is not None
+
+    @property
+    def discount(self) -> int:
+        """The real discount (a percentage without a lower price is none)."""
+        return effective_discount(self.initial, self.final, self.discount_percent)
+
+
 @dataclass(frozen=True)
-class RegionPrice:
+class RegionPrice(Priced):
     """An app's current price in one region, with its lows."""
 
     cc: str
@@ -374,15 +392,6 @@ class RegionPrice:
     discount_ends_at: datetime | None = None
     historical_low: Low | None = None
     lowest_90d: Low | None = None
-
-    @property
-    def priced(self) -> bool:
-        return self.status == PRICED and self.final is not None
-
-    @property
-    def discount(self) -> int:
-        """The real discount (a percentage without a lower price is none)."""
-        return effective_discount(self.initial, self.final, self.discount_percent)
 
     @property
     def at_historical_low(self) -> bool:
@@ -405,12 +414,7 @@ class RegionPrice:
     def to_json(self) -> dict[str, Any]:
         low, low90 = self.historical_low, self.lowest_90d
         return {
-            "cc": self.cc,
-            "status": self.status,
-            "currency": self.currency,
-            "initial_price": self.initial,
-            "final_price": self.final,
-            "discount_percent": self.discount_percent,
+            **self.brief_json(),
             "observed_at": iso(self.observed_at),
             "discount_ends_at": iso(self.discount_ends_at),
             "historical_low": low.final if low else None,
@@ -556,7 +560,7 @@ def price_rows(
 
 
 @dataclass(frozen=True)
-class Period:
+class Period(Priced):
     """One row of price_history, in UTC."""
 
     cc: str
@@ -576,14 +580,6 @@ class Period:
             cc, utc(start) or datetime.min, utc(end), status, currency, initial, final,
             discount, utc(last) or datetime.min,
         )  # fmt: skip
-
-    @property
-    def priced(self) -> bool:
-        return self.status == PRICED and self.final is not None
-
-    @property
-    def discount(self) -> int:
-        return effective_discount(self.initial, self.final, self.discount_percent)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from steamprice.agents import crawl
-from steamprice.batches import crawl_record, partition_for, read_raw, read_schedule
+from steamprice.batches import crawl_record, partition_for, read_raw
 from steamprice.metrics import Metrics
-from steamprice.models import ScheduleCommand
 from steamprice.schedule import FAILED, PRICED
 from steamprice.store_client import FetchResult
-from steamprice.topics import prices_raw_topic, schedule_topic
+from steamprice.topics import prices_raw_topic
 from tests.support.agents import FakeService, Sent, acked, processed
 
 T0 = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
@@ -82,16 +81,6 @@ def raw_records(sent: Sent) -> list[tuple[int | None, str, list[int]]]:
     return out
 
 
-def reports(sent: Sent) -> list[tuple[int | None, list[ScheduleCommand]]]:
-    """(partition, commands) of every schedule record the crawler sent."""
-    name = schedule_topic.get_topic_name()
-    return [
-        (r.partition, read_schedule(json.loads(json.dumps(r.value))))
-        for r in sent.records
-        if r.topic == name
-    ]
-
-
 async def test_a_full_partition_is_one_request_per_region_and_one_record_each(
     store: FakeStore, sent: Sent
 ) -> None:
@@ -104,7 +93,7 @@ async def test_a_full_partition_is_one_request_per_region_and_one_record_each(
 
     assert store.asked == [(tuple(apps), cc) for cc in REGIONS]
     assert raw_records(sent) == [(5, cc, apps) for cc in REGIONS]
-    [(partition, commands)] = reports(sent)
+    [(partition, commands)] = sent.schedule_commands()
     assert partition == 5
     assert [c.app_id for c in commands] == apps and {c.op for c in commands} == {PRICED}
 
@@ -127,7 +116,7 @@ async def test_a_trickle_of_several_partitions_is_one_mixed_request_after_the_wa
     assert sorted(raw_records(sent)) == sorted(
         (p, cc, ids) for p, ids in groups.items() for cc in REGIONS
     )
-    assert sorted((p, [c.app_id for c in cmds]) for p, cmds in reports(sent)) == sorted(
+    assert sorted((p, [c.app_id for c in cmds]) for p, cmds in sent.schedule_commands()) == sorted(
         groups.items()
     )
 
@@ -155,10 +144,10 @@ async def test_a_region_that_fails_fails_the_app_but_the_others_flow(
         await processed(await put(agent, 0, apps), timeout=10)
 
     assert raw_records(sent) == [(0, "us", apps), (0, "de", apps[1:])]
-    ops = {c.app_id: c for _, cmds in reports(sent) for c in cmds}
+    ops = {c.app_id: c for _, cmds in sent.schedule_commands() for c in cmds}
     assert ops[apps[0]].op == FAILED and ops[apps[0]].reason == "timeout"
     assert {ops[a].op for a in apps[1:]} == {PRICED}
-    assert {p for p, _ in reports(sent)} == {0}
+    assert {p for p, _ in sent.schedule_commands()} == {0}
 
 
 async def test_the_reseeded_apps_of_a_record_are_marked_in_their_raw_records(

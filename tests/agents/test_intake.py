@@ -3,7 +3,6 @@ app-ids-failed, message by message."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,24 +10,14 @@ import pytest
 
 from steamprice.agents.intake import intake
 from steamprice.app import app
-from steamprice.batches import partition_for, read_schedule
+from steamprice.batches import partition_for
 from steamprice.metrics import Metrics
-from steamprice.models import FailedInput, ScheduleCommand
+from steamprice.models import FailedInput
 from steamprice.schedule import SEED
 from steamprice.topics import app_ids_failed_topic, schedule_topic
 from tests.support.agents import Sent, processed
 
 PARTITIONS = app.conf.topic_partitions
-
-
-def commands(sent: Sent) -> list[tuple[int | None, list[ScheduleCommand]]]:
-    """(partition, commands) of every schedule record sent, as the wire has them."""
-    name = schedule_topic.get_topic_name()
-    return [
-        (r.partition, read_schedule(json.loads(json.dumps(r.value))))
-        for r in sent.records
-        if r.topic == name
-    ]
 
 
 async def put_all(agent: Any, *raws: bytes) -> list[Any]:
@@ -87,7 +76,7 @@ async def test_a_good_seed_becomes_a_seed_command_in_its_partition(
     async with intake.test_context() as agent:
         [event] = await put_all(agent, raw)
 
-    [(partition, [command])] = commands(sent)
+    [(partition, [command])] = sent.schedule_commands()
     assert partition == partition_for(730, PARTITIONS)
     assert (command.app_id, command.op) == (730, SEED)
     # When it was put on the seed topic: a request made after that covers it.
@@ -103,7 +92,7 @@ async def test_garbage_between_seeds_is_routed_message_by_message(sent: Sent) ->
     async with intake.test_context() as agent:
         await put_all(agent, b"10", b"junk", b"20", b"", b'{"app_id": 30}')
 
-    assert sorted(c.app_id for _, cmds in commands(sent) for c in cmds) == [10, 20, 30]
+    assert sorted(c.app_id for _, cmds in sent.schedule_commands() for c in cmds) == [10, 20, 30]
     assert [f.raw for _, f in sent.to(app_ids_failed_topic)] == ["junk", ""]
 
 
@@ -112,7 +101,7 @@ async def test_many_seeds_go_out_as_one_record_per_partition_each_app_once(sent:
     async with intake.test_context() as agent:
         await put_all(agent, *(str(a).encode() for a in [*apps, 5, 7]))  # 5 and 7 twice
 
-    records = commands(sent)
+    records = sent.schedule_commands()
     assert len(records) == len({partition_for(a, PARTITIONS) for a in apps})
     for partition, cmds in records:
         assert {partition_for(c.app_id, PARTITIONS) for c in cmds} == {partition}

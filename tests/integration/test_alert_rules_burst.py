@@ -21,6 +21,7 @@ from steamprice.notify.embeds import changes_shown
 from tests.support.fakes import FakeDiscord
 from tests.support.infra import wait_for
 from tests.support.processes import Pipeline
+from tests.support.records import price_change
 
 CHANGES = 10_000
 FIRST_APP = 200_000
@@ -42,19 +43,9 @@ def burst() -> list[PriceChange]:
     for n, app in enumerate(range(FIRST_APP, FIRST_APP + CHANGES)):
         discount = (10, 25, 50, 60, 75, 90)[n % 6]
         out.append(
-            PriceChange(
+            price_change(
+                app,
                 event_id=f"burst-{app}",
-                app_id=app,
-                cc="us",
-                kind="discount_started",
-                old_status="priced",
-                new_status="priced",
-                old_currency="USD",
-                new_currency="USD",
-                old_initial=1999,
-                old_final=1999,
-                old_discount=0,
-                new_initial=1999,
                 new_final=1999 * (100 - discount) // 100,
                 new_discount=discount,
                 observed_at=T,

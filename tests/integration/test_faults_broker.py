@@ -13,10 +13,8 @@ from pathlib import Path
 
 from tests.support.catalog import Catalog
 from tests.support.checks import (
-    Quiet,
     apps_requested,
     commit_problems,
-    sweep_problems,
     wait_until_right,
 )
 from tests.support.fakes import FakeDiscord, FakeSteam
@@ -24,6 +22,7 @@ from tests.support.faults import (
     SWEEP_ENV,
     FaultRun,
     first_sweep,
+    right_and_settled,
     served_at_least,
 )
 from tests.support.infra import PrivateKafka, wait_for
@@ -67,13 +66,9 @@ async def test_broker_restart_mid_sweep_loses_nothing(
             outage_log = worker.log().splitlines()[logged:]
             assert any("Unable connect to node" in line for line in outage_log)
             assert len(outage_log) < 1000, f"{len(outage_log)} log lines in the outage"
-            took = await wait_until_right(
-                "every row and message after the broker restart",
-                lambda: sweep_problems(run.pipeline, catalog, discord),
-                timeout=120,
+            took = await right_and_settled(
+                run, catalog, [worker], "every row and message after the broker restart", 120
             )
-            await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
-            assert await sweep_problems(run.pipeline, catalog, discord) == ""
             await wait_until_right(
                 "every commit at the end", lambda: commit_problems(run.pipeline), 60
             )

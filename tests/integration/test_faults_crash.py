@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tests.support.catalog import Catalog, change_rows
 from tests.support.checks import (
-    Quiet,
     appdetails_requests,
     apps_requested,
     commit_problems,
@@ -22,7 +21,6 @@ from tests.support.checks import (
     metric,
     pipeline_status_while_stopping,
     seconds_to_progress,
-    sweep_problems,
     wait_until_right,
 )
 from tests.support.fakes import FakeDiscord, FakeSteam
@@ -31,6 +29,7 @@ from tests.support.faults import (
     SWEEP_ENV,
     FaultRun,
     first_sweep,
+    right_and_settled,
     served_at_least,
 )
 from tests.support.infra import committed_offsets, topic_values
@@ -66,15 +65,10 @@ async def test_sigkill_twice_mid_sweep_loses_and_duplicates_nothing(
             " each restart"
         )
 
-        await wait_until_right(
-            "every row and message after two crashes",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=120,
-        )
-        took = time.monotonic() - restarted
         # Whatever was still in flight must not add anything once everything is consumed.
-        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
+        took = await right_and_settled(
+            run, catalog, [worker], "every row and message after two crashes", 120, restarted
+        )
         await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         print(f"RECOVERY sigkill x2: all rows and messages right {took:.1f} s after the restart")
         assert set(apps_requested(steam, mark)) == set(apps)
@@ -125,14 +119,9 @@ async def test_sigterm_mid_sweep_commits_reports_stopped_and_resumes(
         restarted = time.monotonic()
         progress = await seconds_to_progress(run.pipeline, lambda: worker.start(wait=False))
         print(f"PROGRESS sigterm: first new MySQL row {progress:.1f} s after the restart")
-        await wait_until_right(
-            "every row and message after a graceful stop",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=90,
+        took = await right_and_settled(
+            run, catalog, [worker], "every row and message after a graceful stop", 90, restarted
         )
-        took = time.monotonic() - restarted
-        await wait_until_right("the worker to settle", Quiet(run.pipeline, [worker]), 60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
         await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         print(
             f"RECOVERY sigterm: stopped in {stop_seconds:.1f} s ({zeros} scrapes read status 0);"

@@ -17,13 +17,11 @@ from pathlib import Path
 
 from tests.support.catalog import Catalog
 from tests.support.checks import (
-    Quiet,
     apps_requested,
     commit_problems,
     metric,
     partition_of,
     seconds_to_progress,
-    sweep_problems,
     wait_until_right,
 )
 from tests.support.fakes import FakeDiscord, FakeSteam
@@ -32,6 +30,7 @@ from tests.support.faults import (
     FaultRun,
     first_sweep,
     past_seed_window,
+    right_and_settled,
     served_at_least,
 )
 from tests.support.infra import wait_for
@@ -55,12 +54,7 @@ async def next_round(run: FaultRun, catalog: Catalog, workers: list[Worker]) -> 
     """Seed every app again; wait until everything is right and settled; the seconds taken."""
     await past_seed_window(run)
     await seed_apps(run.pipeline, catalog.apps)
-    took = await wait_until_right(
-        "a sweep", lambda: sweep_problems(run.pipeline, catalog, run.discord), timeout=90
-    )
-    await wait_until_right("the workers to settle", Quiet(run.pipeline, workers), timeout=60)
-    assert await sweep_problems(run.pipeline, catalog, run.discord) == ""
-    return took
+    return await right_and_settled(run, catalog, workers, "a sweep", 90)
 
 
 async def test_two_workers_split_the_work_and_survive_losing_one(
@@ -102,13 +96,9 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
         restarted = await seconds_to_progress(
             run.pipeline, lambda: w2.start(wait=False), apps=its_apps
         )
-        await wait_until_right(
-            "every row and message after a worker's restart",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=120,
+        await right_and_settled(
+            run, catalog, [w1, w2], "every row and message after a worker's restart", 120
         )
-        await wait_until_right("the workers to settle", Quiet(run.pipeline, [w1, w2]), 60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
         assert set(apps_requested(steam, mark)) == set(APPS)
 
         # Round 3: changes pending, and w2 dies for good a few requests into the sweep.
@@ -125,13 +115,9 @@ async def test_two_workers_split_the_work_and_survive_losing_one(
 
         await wait_for("w1 to take every partition", took_over, timeout=150)
         takeover = time.monotonic() - killed
-        took = await wait_until_right(
-            "every row and message after losing a worker",
-            lambda: sweep_problems(run.pipeline, catalog, discord),
-            timeout=90,
+        took = await right_and_settled(
+            run, catalog, [w1], "every row and message after losing a worker", 90
         )
-        await wait_until_right("w1 to settle", Quiet(run.pipeline, [w1]), timeout=60)
-        assert await sweep_problems(run.pipeline, catalog, discord) == ""
         await wait_until_right("every commit at the end", lambda: commit_problems(run.pipeline), 60)
         assert set(apps_requested(steam, mark)) == set(APPS)
 

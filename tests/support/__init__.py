@@ -13,5 +13,7 @@
 * ``database``: a throwaway database with a started ``Database`` service.
 * ``monitoring``: dashboards and alert rules as the tests read them.
 * ``fakes``: fake Steam and Discord HTTP servers that follow ``steam-api.md`` to the byte.
+* ``steam_doc``: examples of ``steam-api.md`` as expectations, written from the doc, not a fake.
+* ``store``: the store client against the fake Steam, its limits scaled down.
 * ``fixtures``: the pytest fixtures, loaded for every test through ``pytest_plugins``.
 """

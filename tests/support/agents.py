@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from typing import Any, NamedTuple
 
 import faust
 
+from steamprice.batches import read_schedule
+from steamprice.models import ScheduleCommand
 from steamprice.storage import SinkOutcome
 from tests.support.infra import wait_for
 
@@ -102,6 +105,18 @@ class Sent:
             topic = topic.changelog_topic
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         return [(r.key, r.value) for r in self.records if r.topic == name]
+
+    def schedule_commands(self) -> list[tuple[int | None, list[ScheduleCommand]]]:
+        """(partition, commands) of every schedule record sent, as the wire has them."""
+        # Imported here: this module is loaded before the app that declares the topics is built.
+        from steamprice.topics import schedule_topic
+
+        name = schedule_topic.get_topic_name()
+        return [
+            (r.partition, read_schedule(json.loads(json.dumps(r.value))))
+            for r in self.records
+            if r.topic == name
+        ]
 
     def capture(self, topic: Any) -> Any:
         """A replacement for ``topic.send`` that records instead of producing."""

@@ -39,5 +39,6 @@ async def query(db: str, statement: str, args: Any = None) -> list[tuple[Any, ..
     return await sql(statement, args, db=db)
 
 
-async def drop_database(name: str) -> None:
-    await sql(f"DROP DATABASE IF EXISTS `{name}`")
+async def drop_database(name: str, server: dict[str, Any] = MYSQL) -> None:
+    """Drop database ``name`` if it exists, on the shared server unless another is named."""
+    await sql(f"DROP DATABASE IF EXISTS `{name}`", server=server)

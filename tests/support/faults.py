@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,6 +129,27 @@ async def first_sweep(run: FaultRun, catalog: Catalog, *workers: Worker) -> None
     )
     await wait_until_right("the first sweep to settle", Quiet(run.pipeline, workers), timeout=60)
     await past_seed_window(run)
+
+
+async def right_and_settled(
+    run: FaultRun,
+    catalog: Catalog,
+    workers: Sequence[Worker],
+    what: str,
+    timeout: float,
+    since: float | None = None,
+) -> float:
+    """Wait until every row and message is right (``what``), then until ``workers`` settle, and
+    check that settling added nothing: the seconds from ``since`` (the call if None) until right.
+    """
+    start = time.monotonic() if since is None else since
+    await wait_until_right(
+        what, lambda: sweep_problems(run.pipeline, catalog, run.discord), timeout=timeout
+    )
+    took = time.monotonic() - start
+    await wait_until_right("the workers to settle", Quiet(run.pipeline, workers), timeout=60)
+    assert await sweep_problems(run.pipeline, catalog, run.discord) == ""
+    return took
 
 
 async def past_seed_window(run: FaultRun) -> None:

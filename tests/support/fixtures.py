@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from steamprice.store_client import StoreClient
 from tests.support.browser import Screenshots, chromium, chromium_problem
 from tests.support.database import Db, drop_database
 from tests.support.fakes import FakeDiscord, FakeSteam
 from tests.support.infra import stack_problem
 from tests.support.notify import Notifiers
 from tests.support.processes import Pipeline
+from tests.support.store import client_settings, started
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +34,21 @@ async def steam() -> AsyncIterator[FakeSteam]:
     """The fake store at Steam's own limit (200 requests per 5 minutes)."""
     async with FakeSteam(rate_limit=(200, 300.0)) as fake:
         yield fake
+
+
+@pytest.fixture
+async def client(fake: FakeSteam) -> AsyncIterator[StoreClient]:
+    """A started store client of the test module's own ``fake`` store, its limits scaled down."""
+    c = await started(client_settings(fake.url))
+    yield c
+    await c.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for tests that talk to a fake by hand."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture

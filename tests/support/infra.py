@@ -105,6 +105,15 @@ async def create_topic(name: str, partitions: int, kafka: str = KAFKA) -> None:
         await admin.close()
 
 
+async def delete_topic(name: str, kafka: str = KAFKA) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
 async def produce_raw(
     bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:

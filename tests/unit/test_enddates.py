@@ -32,6 +32,7 @@ from steamprice.enddates import (
     split_getitems,
 )
 from steamprice.steam import StoreError
+from tests.support.steam_doc import blue_fire_item
 
 BASE = "https://api.steampowered.com"
 NOW = datetime(2024, 12, 12, 12, 0, tzinfo=UTC)
@@ -39,35 +40,8 @@ END = 1734544800  # 2024-12-18 18:00 UTC
 OFFER = Offer(1220150, 1999, 499)
 
 
-def item(**changes: Any) -> dict[str, Any]:
-    """The shared doc's discounted game, with ``changes`` applied (None removes a key)."""
-    base: dict[str, Any] = {
-        "item_type": 0,
-        "id": 1220150,
-        "success": 1,
-        "visible": True,
-        "name": "Blue Fire",
-        "store_url_path": "app/1220150/Blue_Fire",
-        "appid": 1220150,
-        "type": 0,
-        "best_purchase_option": {
-            "packageid": 422570,
-            "purchase_option_name": "Blue Fire",
-            "final_price_in_cents": "499",
-            "original_price_in_cents": "1999",
-            "formatted_final_price": "$4.99",
-            "formatted_original_price": "$19.99",
-            "discount_pct": 75,
-            "active_discounts": [
-                {
-                    "discount_amount": "1500",
-                    "discount_description": "#discount_desc_preset_special",
-                    "discount_end_date": END,
-                }
-            ],
-            "user_can_purchase_as_gift": True,
-        },
-    }
+def changed(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied (None removes a key)."""
     for key, value in changes.items():
         if value is None:
             base.pop(key, None)
@@ -76,15 +50,14 @@ def item(**changes: Any) -> dict[str, Any]:
     return base
 
 
+def item(**changes: Any) -> dict[str, Any]:
+    """The shared doc's discounted game, with ``changes`` applied (None removes a key)."""
+    return changed(blue_fire_item(), changes)
+
+
 def option(**changes: Any) -> dict[str, Any]:
     """The purchase option of :func:`item`, with ``changes`` applied (None removes a key)."""
-    opt = copy.deepcopy(item()["best_purchase_option"])
-    for key, value in changes.items():
-        if value is None:
-            opt.pop(key, None)
-        else:
-            opt[key] = value
-    return opt
+    return changed(copy.deepcopy(item()["best_purchase_option"]), changes)
 
 
 # ---------------------------------------------------------------------------- outcomes

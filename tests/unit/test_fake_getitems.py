@@ -9,63 +9,17 @@ with ``x-eresult``, odd items and faults. Limits run on a hand-moved clock: noth
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 import yarl
 
+from tests.support.fakes import ManualClock
 from tests.support.fakes.steam import FakeSteam
+from tests.support.steam_doc import blue_fire_item
 
 PATH = "/IStoreBrowseService/GetItems/v1/"
-# The discounted game of the shared doc, byte for byte but for the package id (the fake's own).
-BLUE_FIRE = {
-    "item_type": 0,
-    "id": 1220150,
-    "success": 1,
-    "visible": True,
-    "name": "Blue Fire",
-    "store_url_path": "app/1220150/Blue_Fire",
-    "appid": 1220150,
-    "type": 0,
-    "best_purchase_option": {
-        "packageid": None,  # set from the fake below
-        "purchase_option_name": "Blue Fire",
-        "final_price_in_cents": "499",
-        "original_price_in_cents": "1999",
-        "formatted_final_price": "$4.99",
-        "formatted_original_price": "$19.99",
-        "discount_pct": 75,
-        "active_discounts": [
-            {
-                "discount_amount": "1500",
-                "discount_description": "#discount_desc_preset_special",
-                "discount_end_date": 1734544800,
-            }
-        ],
-        "user_can_purchase_as_gift": True,
-    },
-}
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def items_url(base: str, app_ids: list[int], cc: str | None = "us", **extra: Any) -> yarl.URL:
@@ -107,8 +61,7 @@ async def test_discounted_unknown_free_and_unsold_items_follow_the_doc(
     # Pretty-printed like every Web API answer (GetAppList's recorded pages).
     assert body == json.dumps(doc, indent=2, ensure_ascii=False)
     discounted, unknown, free, unsold = doc["response"]["store_items"]
-    expected = json.loads(json.dumps(BLUE_FIRE))
-    expected["best_purchase_option"]["packageid"] = fake.package_id(1220150)
+    expected = blue_fire_item(fake.package_id(1220150))
     assert discounted == expected
     assert list(discounted) == list(expected)
     assert list(discounted["best_purchase_option"]) == list(expected["best_purchase_option"])

@@ -11,7 +11,6 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,9 @@ import pytest
 
 from tests.support.fakes import FakeDiscord as LazyFakeDiscord
 from tests.support.fakes import FakeSteam as LazyFakeSteam
+from tests.support.fakes import ManualClock
 from tests.support.fakes.discord import FakeDiscord
 from tests.support.fakes.steam import FakeSteam, format_price
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def fetch(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,39 +18,15 @@ import pytest
 
 from steamprice import enddates, store_client
 from steamprice.enddates import Offer
-from steamprice.metrics import Metrics
-from steamprice.settings import Secret, Settings
 from steamprice.store_client import StoreClient
 from tests.support.fakes import FakeSteam
+from tests.support.store import client_settings, requests_counted, sample, started, until
 
 PATH = "/IStoreBrowseService/GetItems/v1/"
 # Seven-digit ids like today's newest apps: the longest URLs.
 DISCOUNTED = list(range(3_000_000, 3_000_600))
 # Five days from now (an end over a year away is not believed).
 END = int(time.time()) // 3600 * 3600 + 5 * 86_400
-
-
-def make_settings(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "steam_store_url": url,
-        "steam_api_url": url,
-        "steamspy_url": f"{url}/api.php",
-        "steam_api_key": Secret("testkey"),
-        "steam_max_requests_per_minute": 6000.0,
-        "steam_getitems_max_requests_per_minute": 6000.0,
-        "steam_backoff_seconds": 0.3,
-        "steam_ban_pause_seconds": 0.5,
-        "steam_retry_base_seconds": 0.01,
-        "steam_request_timeout_seconds": 0.5,
-        **overrides,
-    }
-    return Settings(**values)
-
-
-async def started(settings: Settings) -> StoreClient:
-    client = StoreClient(settings, Metrics.create())
-    await client.start()
-    return client
 
 
 @pytest.fixture
@@ -63,13 +39,6 @@ async def fake() -> AsyncIterator[FakeSteam]:
         yield steam
 
 
-@pytest.fixture
-async def client(fake: FakeSteam) -> AsyncIterator[StoreClient]:
-    c = await started(make_settings(fake.url))
-    yield c
-    await c.stop()
-
-
 def offers(app_ids: list[int], initial: int = 1999, final: int = 499) -> list[Offer]:
     return [Offer(a, initial, final) for a in app_ids]
 
@@ -78,24 +47,12 @@ def item_requests(fake: FakeSteam) -> list[Any]:
     return [r for r in fake.requests if r.path == PATH]
 
 
-def sample(client: StoreClient, name: str, **labels: str) -> float:
-    return client.metrics.registry.get_sample_value(name, labels or None) or 0.0
-
-
 def outcomes(client: StoreClient) -> dict[str, float]:
     counted = {
         outcome: sample(client, "steam_games_processed_total", task="enddate", status=outcome)
         for outcome in enddates.OUTCOMES
     }
     return {k: v for k, v in counted.items() if v}
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 async def test_end_dates_in_batches_as_large_as_the_url_allows(
@@ -212,10 +169,7 @@ async def test_transient_failures_are_retried(
     results = await client.discount_ends(offers(DISCOUNTED[:5]), "us")
     assert {r.outcome for r in results} == {enddates.KNOWN}
     # Counted by the client: a timed-out request reaches the fake's log only later.
-    sent = sum(
-        sample(client, "steam_api_requests_total", endpoint="getitems", status=status)
-        for status in {"200", kind, "timeout"}
-    )
+    sent = requests_counted(client, "getitems", {"200", kind, "timeout"})
     assert sent == 3  # two failures, then the answer
 
 
@@ -293,7 +247,7 @@ async def test_the_region_decides_the_prices_compared(fake: FakeSteam, client: S
 
 
 async def test_getitems_keeps_its_own_pace(fake: FakeSteam) -> None:
-    client = await started(make_settings(fake.url, steam_getitems_max_requests_per_minute=300.0))
+    client = await started(client_settings(fake.url, steam_getitems_max_requests_per_minute=300.0))
     try:
         await asyncio.gather(
             *(client.get_items([a], "us") for a in DISCOUNTED[:4]),
@@ -307,7 +261,7 @@ async def test_getitems_keeps_its_own_pace(fake: FakeSteam) -> None:
 
 
 async def test_switched_off_sends_nothing(fake: FakeSteam) -> None:
-    client = await started(make_settings(fake.url, steam_getitems_max_requests_per_minute=0.0))
+    client = await started(client_settings(fake.url, steam_getitems_max_requests_per_minute=0.0))
     try:
         results = await client.discount_ends(offers(DISCOUNTED[:3]), "us")
     finally:

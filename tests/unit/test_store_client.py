@@ -9,42 +9,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from steamprice import store_client
-from steamprice.metrics import Metrics
-from steamprice.settings import Secret, Settings
 from steamprice.steam import USER_AGENT, StoreError, app_list_params, parse_entry
 from steamprice.store_client import StoreClient
 from tests.support.fakes import FakeSteam
+from tests.support.store import client_settings, requests_counted, sample, started, until
 
 APPS = list(range(10, 18))
-
-
-def make_settings(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "steam_store_url": url,
-        "steam_api_url": url,
-        "steamspy_url": f"{url}/api.php",
-        "steam_api_key": Secret("testkey"),
-        "steam_max_requests_per_minute": 6000.0,
-        "steam_backoff_seconds": 0.3,
-        "steam_ban_pause_seconds": 0.5,
-        "steam_retry_base_seconds": 0.01,
-        "steam_request_timeout_seconds": 0.5,
-        **overrides,
-    }
-    return Settings(**values)
-
-
-async def started(settings: Settings) -> StoreClient:
-    client = StoreClient(settings, Metrics.create())
-    await client.start()
-    return client
 
 
 @pytest.fixture
@@ -55,13 +32,6 @@ async def fake() -> AsyncIterator[FakeSteam]:
         yield steam
 
 
-@pytest.fixture
-async def client(fake: FakeSteam) -> AsyncIterator[StoreClient]:
-    c = await started(make_settings(fake.url))
-    yield c
-    await c.stop()
-
-
 def store_requests(fake: FakeSteam) -> list[Any]:
     return [r for r in fake.requests if r.path == "/api/appdetails"]
 
@@ -69,20 +39,6 @@ def store_requests(fake: FakeSteam) -> list[Any]:
 def gaps(fake: FakeSteam) -> list[float]:
     times = [r.time for r in store_requests(fake)]
     return [b - a for a, b in itertools.pairwise(times)]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` every 10 ms until it holds; fail after ``timeout``."""
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-def sample(client: StoreClient, name: str, **labels: str) -> float:
-    value = client.metrics.registry.get_sample_value(name, labels or None)
-    return value or 0.0
 
 
 async def test_one_batched_request_per_region_with_exactly_the_price_filter(
@@ -117,7 +73,7 @@ async def test_no_cookies_and_a_stable_user_agent() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    client = await started(make_settings(f"http://127.0.0.1:{port}"))
+    client = await started(client_settings(f"http://127.0.0.1:{port}"))
     try:
         await client.fetch_batch([10], "us")
         await client.fetch_batch([10], "us")
@@ -130,7 +86,7 @@ async def test_no_cookies_and_a_stable_user_agent() -> None:
 
 
 async def test_requests_are_spread_evenly_even_from_concurrent_callers(fake: FakeSteam) -> None:
-    client = await started(make_settings(fake.url, steam_max_requests_per_minute=300.0))
+    client = await started(client_settings(fake.url, steam_max_requests_per_minute=300.0))
     released: list[float] = []
     acquire = client.pacer.acquire
 
@@ -155,7 +111,7 @@ async def test_requests_are_spread_evenly_even_from_concurrent_callers(fake: Fak
 
 async def test_pacing_at_the_limit_never_draws_a_429() -> None:
     async with FakeSteam(rate_limit=(5, 1.0)) as steam:
-        client = await started(make_settings(steam.url, steam_max_requests_per_minute=270.0))
+        client = await started(client_settings(steam.url, steam_max_requests_per_minute=270.0))
         try:
             for app_id in range(1, 13):
                 await client.fetch_batch([app_id], "us")
@@ -215,7 +171,9 @@ async def test_an_overdriven_client_is_throttled_but_never_banned() -> None:
         rate_limit=(5, 1.0), ban_after_429s=3, penalty_seconds=0.5, ban_seconds=60
     ) as steam:
         client = await started(
-            make_settings(steam.url, steam_max_requests_per_minute=600.0, steam_backoff_seconds=0.6)
+            client_settings(
+                steam.url, steam_max_requests_per_minute=600.0, steam_backoff_seconds=0.6
+            )
         )
         try:
             for app_id in range(1, 16):
@@ -235,10 +193,7 @@ async def test_transient_failures_are_retried(
     fake.fail_next(2, kind)
     result = await client.fetch_batch(APPS, "us")
     assert sorted(result.entries) == APPS and not result.errors
-    sent = sum(
-        sample(client, "steam_api_requests_total", endpoint="appdetails", status=status)
-        for status in {"200", kind, "timeout"}
-    )
+    sent = requests_counted(client, "appdetails", {"200", kind, "timeout"})
     assert sent == 3  # two failures, then the answer
 
 

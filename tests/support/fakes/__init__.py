@@ -31,10 +31,24 @@ if TYPE_CHECKING:
     from tests.support.fakes.discord import FakeDiscord
     from tests.support.fakes.steam import FakeSteam
 
-__all__ = ["Clock", "FakeDiscord", "FakeServer", "FakeSteam", "run_until_signalled"]
+__all__ = ["Clock", "FakeDiscord", "FakeServer", "FakeSteam", "ManualClock", "run_until_signalled"]
 
 # A monotonic clock in seconds; tests pass a controllable one to skip real waiting.
 Clock = Callable[[], float]
+
+
+class ManualClock:
+    """A :data:`Clock` the test moves by hand: a fake's limits without real waiting."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
 
 log = logging.getLogger(__name__)
 
