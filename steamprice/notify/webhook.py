@@ -350,7 +350,8 @@ class WebhookClient:
     async def fetch_channel(self) -> tuple[str | None, Outcome | None]:
         """``GET`` the webhook object: (its ``channel_id``, None), or (None, the failure).
 
-        The answer's bucket headers are obeyed like a post's; a 404/401 is ``disable``.
+        A 404/401 is ``disable``. The answer's bucket headers are not applied to the posts'
+        pacing (the call is made once per webhook, before its first post).
         """
         assert self._session is not None
         answer = await self._exchange(self._session.get(self.webhook.object_url))
