@@ -14,7 +14,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.support.fakes import FakeDiscord, FakeSteam
-from tests.support.infra import wait_for
+from tests.support.infra import KAFKA, create_topic, delete_topic, delete_topics_of, wait_for
 from tests.support.processes import Pipeline, seed_apps
 
 
@@ -40,17 +40,20 @@ async def priced(pipeline: Pipeline, apps: range) -> None:
 async def reset_kafka(pipeline: Pipeline) -> None:
     """What an operator's Kafka reset does to a pipeline: its topics are gone (and with them the
     group's committed offsets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka)
+    topics = await delete_topics_of(pipeline.app_id, pipeline.kafka)
+    assert any(t.endswith("-changelog") for t in topics), topics
+
+    async def gone() -> bool:
+        return not await topics_left(topics)
+
+    await wait_for("the topics to be deleted", gone, timeout=60)
+
+
+async def topics_left(names: list[str]) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
-        topics = [t for t in await admin.list_topics() if t.startswith(pipeline.app_id)]
-        assert any(t.endswith("-changelog") for t in topics), topics
-        await admin.delete_topics(topics)
-
-        async def gone() -> bool:
-            return not any(t.startswith(pipeline.app_id) for t in await admin.list_topics())
-
-        await wait_for("the topics to be deleted", gone, timeout=60)
+        return set(names) & set(await admin.list_topics())
     finally:
         await admin.close()
 
@@ -119,3 +122,22 @@ async def test_a_reset_kafka_with_kept_data_stops_with_one_line_until_the_local_
     await seed_apps(pipeline, apps)
     await priced(pipeline, apps)
     assert "Traceback" not in worker.log()
+
+
+async def test_a_closed_pipeline_leaves_no_topic_on_the_shared_broker(tmp_path: Path) -> None:
+    """Test support: a pipeline deletes its topics when it closes (left behind, test runs gave
+    the shared broker 16,588 partitions and a minute to start), and only its own."""
+    pipeline = Pipeline(tmp_path)
+    neighbour = f"{pipeline.app_id}0.app-ids"  # another APP_ID that only starts alike
+    names = [pipeline.topic("app-ids"), f"{pipeline.app_id}-price-state-changelog", neighbour]
+    for name in names:
+        await create_topic(name, 1)
+    try:
+        await pipeline.close()
+
+        async def only_the_neighbour() -> bool:
+            return await topics_left(names) == {neighbour}
+
+        await wait_for("the pipeline's topics to be deleted", only_the_neighbour, timeout=60)
+    finally:
+        await delete_topic(neighbour)

@@ -114,6 +114,19 @@ async def delete_topic(name: str, kafka: str = KAFKA) -> None:
         await admin.close()
 
 
+async def delete_topics_of(app_id: str, kafka: str = KAFKA) -> list[str]:
+    """Delete every topic of one APP_ID (``<app_id>.<name>`` and Faust's ``<app_id>-...``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith((f"{app_id}.", f"{app_id}-"))]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
 async def produce_raw(
     bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:
