@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
+import orjson
+from faust.stores.rocksdb import Store as RocksDBStore
+
 from steamprice.app import app
 from steamprice.models import AppState, PriceHistory
 
@@ -27,3 +33,37 @@ price_history_table = app.Table(
 
 def price_key(app_id: int, cc: str) -> str:
     return f"{app_id}:{cc}"
+
+
+def partition_reader(table: Any, partition: int) -> Callable[[Any], Any]:
+    """``table.get`` for the keys of ``partition``, straight from its RocksDB database.
+
+    Faust's read of a key goes through its dict layers, asks the store twice (``in``, then
+    ``[]``) and updates a locked LRU index: about 15 us, a fifth of a re-sweep's CPU, for what
+    is one RocksDB lookup. A record's keys all belong to the partition it was read from (see
+    ``steamprice.batches``), which is the database Faust itself reads them from (its
+    ``Store._get`` with a current event), and writes through the table land there at once, so
+    this returns what ``table.get`` returns for a table of JSON values (no ``value_type``). The
+    stats page still counts the reads. Any other store (``memory://``) is read through
+    ``table.get``.
+    """
+    store = table.data
+    if (
+        not isinstance(store, RocksDBStore)
+        or table.is_global
+        or table.use_partitioner
+        or table.key_serializer != "json"
+        or table.value_serializer != "json"
+        or table.value_type is not None
+    ):
+        return cast(Callable[[Any], Any], table.get)
+    get = store._db_for_partition(partition).get
+    counted = table.app.sensors.on_table_get
+    dumps, loads = orjson.dumps, orjson.loads
+
+    def read(key: Any) -> Any:
+        counted(table, key)
+        value = get(dumps(key))
+        return None if value is None else loads(value)
+
+    return read

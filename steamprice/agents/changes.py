@@ -20,7 +20,12 @@ from steamprice.models import PriceChange
 from steamprice.pricing import apply_stored, current_since, normalize
 from steamprice.services import metrics
 from steamprice.steam import PRICED
-from steamprice.tables import price_history_table, price_key, price_state_table
+from steamprice.tables import (
+    partition_reader,
+    price_history_table,
+    price_key,
+    price_state_table,
+)
 from steamprice.topics import (
     end_date_asks_topic,
     price_changes_topic,
@@ -34,8 +39,8 @@ logger = logging.getLogger(__name__)
 ENDS_ENABLED = settings.steam_getitems_max_requests_per_minute > 0
 
 
-def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange], list[Ask]]:
-    """Normalise and apply every entry of ``batch`` to the tables (inside the stream loop).
+def detect(batch: RawBatch, partition: int) -> tuple[ObservedBatch, list[PriceChange], list[Ask]]:
+    """Normalise and apply every entry of ``batch`` (read from ``partition``) to the tables.
 
     Also returns the batch's discounted observations of the current price: the end-date agent
     decides which of them GetItems is asked about.
@@ -43,6 +48,7 @@ def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange], list[Ask]
     observations, news, events, asks = [], [], [], []
     statuses: Counter[str] = Counter()
     stamp = batch.fetched_at.isoformat()
+    read_state = partition_reader(price_state_table, partition)
     for app_id, entry in batch.entries:
         obs, problem = normalize(app_id, batch.cc, batch.fetched_at, entry, stamp)
         if problem:
@@ -52,7 +58,7 @@ def detect(batch: RawBatch) -> tuple[ObservedBatch, list[PriceChange], list[Ask]
                 "App %d in %s: odd Steam entry (%s): %.200s", app_id, obs.cc, problem, entry
             )
         key = price_key(app_id, obs.cc)
-        stored = price_state_table.get(key)
+        stored = read_state(key)
         applied = apply_stored(stored, obs, partial(price_history_table.get, key))
         if applied.history is not None:
             price_history_table[key] = applied.history
@@ -97,7 +103,7 @@ async def detect_changes(stream: Any) -> None:
             metrics.bad_input.labels("prices-raw", "invalid").inc()
             logger.error("Skipped a prices-raw record at %s: %s", event.message.tp, exc)
             continue
-        observed, events, asks = detect(batch)
+        observed, events, asks = detect(batch, event.message.partition)
         if observed.observations:
             await prices_normalized_topic.send(
                 value=observed_record(observed), partition=event.message.partition

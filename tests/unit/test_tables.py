@@ -1,0 +1,95 @@
+"""The direct read of a table partition (``tables.partition_reader``) against Faust's own reads.
+
+A real RocksDB store on disk, written through Faust's store API as a stream writes it (the
+current event's partition), read back both ways; no broker is needed for a store.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.streams import _current_event
+
+from steamprice.models import AppState
+from steamprice.tables import partition_reader
+
+
+class _Message:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class _Event:  # weakly referenced, as Faust holds the current event
+    def __init__(self, partition: int) -> None:
+        self.message = _Message(partition)
+
+
+@contextmanager
+def processing(partition: int) -> Iterator[None]:
+    """As inside a stream: the current event is a record of ``partition``."""
+    event = _Event(partition)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[faust.App]:
+    app = faust.App(
+        "reader-probe",
+        store="rocksdb://",
+        datadir=str(tmp_path),
+        key_serializer="json",
+        value_serializer="json",
+    )
+    yield app
+
+
+def test_it_reads_what_faust_reads_from_the_partition_of_the_record(app: faust.App) -> None:
+    table = app.Table("state", key_type=str)
+    store: Any = table.data
+    state = {"app_id": 7, "status": "priced", "final": 999, "recent": [{"obs_id": "ab"}]}
+    with processing(3):
+        store["7:us"] = state
+        store["8:us"] = {"app_id": 8, "status": "no_price"}
+        read = partition_reader(table, 3)
+        assert read is not table.get  # the RocksDB path, not the fallback
+        for key in ("7:us", "8:us", "9:us"):
+            assert read(key) == store.get(key)
+        assert read("7:us") == state
+        assert read("9:us") is None
+        # A write through the store is seen at once (a batch writes, then reads its next key).
+        store["9:us"] = {"app_id": 9}
+        assert read("9:us") == {"app_id": 9}
+    with processing(5):
+        # Another partition's database does not hold these keys.
+        assert partition_reader(table, 5)("7:us") is None
+
+
+def test_each_read_is_counted_on_the_stats_page(app: faust.App) -> None:
+    table = app.Table("state", key_type=str)
+    app.sensors.add(app.monitor)  # as a starting worker does
+    before = app.monitor._table_or_create(table).keys_retrieved
+    with processing(0):
+        read = partition_reader(table, 0)
+        read("1:us")
+        read("2:us")
+    assert app.monitor._table_or_create(table).keys_retrieved == before + 2
+
+
+def test_tables_it_cannot_read_like_faust_are_read_through_the_table(
+    app: faust.App, tmp_path: Path
+) -> None:
+    typed = app.Table("typed", key_type=int, value_type=AppState)
+    assert partition_reader(typed, 0) == typed.get  # values are Records, decoded by Faust
+    memory = faust.App("reader-memory", store="memory://", datadir=str(tmp_path / "m"))
+    in_memory = memory.Table("state", key_type=str)
+    assert partition_reader(in_memory, 0) == in_memory.get
