@@ -155,9 +155,13 @@ class ObservedBatch:
     check_id: str
     observations: Sequence[Observation]
     news: Sequence[bool]
+    # Every app of the batch, when ``observations`` holds only the news (as the sink reads it).
+    checked: Sequence[int] | None = None
 
     @property
     def app_ids(self) -> list[int]:
+        if self.checked is not None:
+            return list(self.checked)
         return [o.app_id for o in self.observations]
 
     def stored(self) -> list[Observation]:
@@ -186,8 +190,12 @@ def observed_record(batch: ObservedBatch) -> dict[str, Any]:
     }
 
 
-def read_observed(value: Any) -> ObservedBatch:
-    """A ``prices-normalized`` record: a batch, or one ``Observation`` (before batches: stored)."""
+def read_observed(value: Any, news_only: bool = False) -> ObservedBatch:
+    """A ``prices-normalized`` record: a batch, or one ``Observation`` (before batches: stored).
+
+    ``news_only``: build only the observations flagged news (the sink stores nothing else, and a
+    re-sweep flags almost none); ``checked`` then lists every app of the batch.
+    """
     if not isinstance(value, Mapping):
         raise BadRecord(f"not a JSON object: {value!r:.80}")
     try:
@@ -196,12 +204,18 @@ def read_observed(value: Any) -> ObservedBatch:
             return ObservedBatch(obs.cc, obs.observed_at, obs.obs_id, [obs], [True])
         cc, at = str(value["cc"]), _time(value["checked_at"])
         items = value["observations"]
+        news = [bool(item.get("news", True)) for item in items]
+        if news_only:
+            return ObservedBatch(
+                cc,
+                at,
+                str(value["check_id"]),
+                [_observation(item, cc, at) for item, new in zip(items, news, strict=True) if new],
+                [True] * sum(news),
+                [item["app_id"] for item in items],
+            )
         return ObservedBatch(
-            cc,
-            at,
-            str(value["check_id"]),
-            [_observation(item, cc, at) for item in items],
-            [bool(item.get("news", True)) for item in items],
+            cc, at, str(value["check_id"]), [_observation(item, cc, at) for item in items], news
         )
     except BadRecord:
         raise

@@ -212,10 +212,11 @@ def price_current_rows(observations: Iterable[Observation]) -> list[Row]:
 
 
 def price_check_rows(batches: Iterable[ObservedBatch]) -> list[Row]:
-    unique = {b.check_id: b for b in batches if b.observations}
+    unique = {b.check_id: (b, b.app_ids) for b in batches}
     return [
-        (b.check_id, b.cc, utc_naive(b.checked_at), len(b.observations), app_ids_json(b.app_ids))
-        for b in sorted(unique.values(), key=lambda b: b.check_id)
+        (b.check_id, b.cc, utc_naive(b.checked_at), len(apps), app_ids_json(apps))
+        for b, apps in sorted(unique.values(), key=lambda pair: pair[0].check_id)
+        if apps
     ]
 
 
@@ -473,7 +474,7 @@ async def write_batches(db: Database, batches: Sequence[ObservedBatch]) -> SinkO
                 (o, n) for o, n in zip(b.observations, b.news, strict=True) if id(o) not in problems
             ]
             b = replace(b, observations=[o for o, _ in pairs], news=[n for _, n in pairs])
-        if b.observations:
+        if b.observations or b.checked:
             kept.append(b)
     outcome = await _write(db, "price_current", kept, check_problem, _store_batches)
     return SinkOutcome(outcome.written, outcome.rejected + rejected)

@@ -61,7 +61,7 @@ async def _write_records(db: Database, values: Sequence[Any]) -> SinkOutcome:
     batches: list[ObservedBatch] = []
     for value in values:
         try:
-            batches.append(read_observed(value))
+            batches.append(read_observed(value, news_only=True))
         except BadRecord as exc:
             metrics.bad_input.labels("prices-normalized", "invalid").inc()
             logger.error("Skipped a prices-normalized record: %s", exc)

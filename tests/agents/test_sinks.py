@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -51,7 +52,7 @@ SINKS = {
             ObservedBatch("us", T, f"o{n}", [observation(app_id=n, obs_id=f"o{n}")], [True])
         ),
         _mysql("write_batches"),
-        read_observed,
+        partial(read_observed, news_only=True),
     ),
     "price_changes": Sink(
         mysql_sink.sink_price_changes,

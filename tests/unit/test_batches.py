@@ -31,6 +31,7 @@ from steamprice.batches import (
     schedule_record,
 )
 from steamprice.models import Observation, ScheduleCommand
+from steamprice.storage import price_check_rows
 
 T = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 
@@ -92,6 +93,23 @@ def test_observed_batches_round_trip_and_the_old_shape_is_stored() -> None:
         "obs_id": "o1",
     }
     assert read_observed(single) == ObservedBatch("us", T, "o1", obs[:1], [True])
+
+
+def test_the_sink_reads_only_the_news_and_still_checks_every_app() -> None:
+    obs = [
+        Observation(730, "us", "priced", "USD", 1999, 999, 50, T, "o1"),
+        Observation(570, "us", "no_price", None, None, None, None, T, "o2"),
+        Observation(440, "us", "priced", "USD", 999, 999, 0, T, "o3"),
+    ]
+    full = ObservedBatch("us", T, "o1", obs, [False, True, False])
+    sunk = read_observed(_through_json(observed_record(full)), news_only=True)
+    assert sunk.observations == [obs[1]] and sunk.stored() == full.stored()
+    assert sunk.app_ids == full.app_ids == [730, 570, 440]
+    assert price_check_rows([sunk]) == price_check_rows([full])
+    quiet = ObservedBatch("us", T, "o4", obs, [False] * 3)
+    nothing_new = read_observed(_through_json(observed_record(quiet)), news_only=True)
+    assert nothing_new.observations == [] and nothing_new.app_ids == [730, 570, 440]
+    assert price_check_rows([nothing_new])[0][3:] == (3, "[440,570,730]")
 
 
 @pytest.mark.parametrize(
