@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 USER_AGENT = "steamprice/0.1 (+self-hosted Steam price monitor)"
 PRICED, NO_PRICE, UNKNOWN = "priced", "no_price", "unknown"
 STATUSES = (PRICED, NO_PRICE, UNKNOWN)
@@ -111,9 +113,15 @@ def parse_entry(entry_json: str) -> ParsedEntry:
     ``{}`` or absent; ``success:false`` means Steam will not describe the app.
     """
     try:
-        entry = json.loads(entry_json)
+        entry = orjson.loads(entry_json)
     except ValueError:
-        return ParsedEntry(UNKNOWN, problem="entry is not JSON")
+        # orjson (three times faster, once per app of every sweep) refuses NaN and Infinity,
+        # which Python's json reads: the answer is that of json. (Integers past 64 bits, which
+        # orjson reads as floats, are far beyond any column of the sink, which rejects them.)
+        try:
+            entry = json.loads(entry_json)
+        except ValueError:
+            return ParsedEntry(UNKNOWN, problem="entry is not JSON")
     if not isinstance(entry, Mapping):
         return ParsedEntry(UNKNOWN, problem="entry is not an object")
     if entry.get("success") is not True:

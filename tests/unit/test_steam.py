@@ -133,6 +133,13 @@ def test_odd_entries_say_what_was_odd() -> None:
     assert parse_entry('{"success":true,"data":[]}').problem == ""
 
 
+def test_json_that_only_pythons_reader_accepts_is_read_as_it_reads_it() -> None:
+    # NaN is not JSON, yet Steam's body parsed; the entry's fault is its price, not its syntax.
+    nan = '{"success":true,"data":{"price_overview":{"currency":"USD","initial":NaN,"final":1}}}'
+    assert parse_entry(nan).problem == "price_overview lacks currency/initial/final"
+    assert parse_entry('{"success":true,').problem == "entry is not JSON"
+
+
 def test_app_list_pages() -> None:
     first = json.dumps(
         {
