@@ -31,6 +31,12 @@ What loses them, and what this module does about it (Faust's logic is otherwise 
 And an offset is committed only once every offset from the last commit on was acked (Faust's
 check lets one unacked offset through, which a crash would then lose).
 
+Table writes wait in Faust's producer buffer for the Kafka producer. Its waits polled with
+0.1 s timeouts: a commit could return with writes still queued, and during a first sweep
+deliveries were held back long enough for the check above to read messages again that were
+only waiting. :class:`ProducerBuffer` counts instead (a flush waits for every write queued before
+it), and the check judges no partition while the buffer holds a delivery back.
+
 All of this reaches into private internals of faust-streaming and aiokafka, so it holds for the
 exact versions it was proven against (:data:`PROVEN_WITH`, the pins of pyproject.toml): a worker
 refuses to start with any other (:class:`Worker`) unless ``ALLOW_UNTESTED_FAUST`` says so, and
@@ -44,8 +50,10 @@ with one line, not a traceback, when its local table state disagrees with the cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Set
 from contextvars import ContextVar
@@ -63,7 +71,9 @@ from faust.tables.recovery import E_PERSISTED_OFFSET
 from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka
+from faust.transport.producer import ProducerBuffer as FaustProducerBuffer
 from faust.types import TP, Message
+from faust.types.tuples import FutureMessage
 from faust.utils.functional import consecutive_numbers
 from mode import Service
 
@@ -85,6 +95,12 @@ logger = logging.getLogger(__name__)
 
 # How often partitions are checked for commits stuck at a lost offset.
 STALL_CHECK_SECONDS = 5.0
+# Table writes waiting for the Kafka producer before the conductor holds deliveries back: twice
+# the writes of the largest record (a schedule record of 1,000 apps), where Faust's 100 had it
+# wait after nearly every batch record. Then it waits until half have gone.
+BUFFER_MESSAGES = 2000
+# At most one log line per this many seconds says deliveries were held back.
+BUFFER_LOG_SECONDS = 60.0
 # The releases whose internals this module was proven against (rebalance and fault suites).
 PROVEN_WITH = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 
@@ -374,7 +390,15 @@ class Consumer(aiokafka.Consumer):
             self.log.exception("Checking for stuck commits failed")
 
     async def _check_stalls(self) -> None:
-        if self.app.rebalancing or not self.flow_active or not self.app.flow_control.is_active():
+        if (
+            self.app.rebalancing
+            or not self.flow_active
+            or not self.app.flow_control.is_active()
+            or getattr(self.app.producer.buffer, "holding", False)
+        ):
+            # No partition is judged while the flow stops, or while the conductor holds a
+            # message back until table writes were sent (ProducerBuffer): it is neither queued
+            # nor in flight then, and not lost.
             self._suspects = {}
             return
         tps = [tp for tp in self.assignment() if self._is_stream_tp(tp)]
@@ -451,8 +475,134 @@ class Consumer(aiokafka.Consumer):
         return batch[-1] + 1
 
 
+class ProducerBuffer(FaustProducerBuffer):
+    """Faust's buffer of table writes (changelog messages), counted instead of polled.
+
+    A table write cannot await, so Faust queues its changelog message here; a task hands them to
+    the Kafka producer, the conductor waits before delivering each message while too many are
+    queued (``wait_until_ebb``), and every commit first flushes the queue. Faust waits for each
+    message with a 0.1 s timeout, returns from a flush at the first timeout (committing offsets
+    whose table writes are still queued), and logs a warning for every wait: during a first
+    sweep that was thousands of lines, commits of 10 s and more, and deliveries held long enough
+    for the check of stuck commits to take a held message for a lost one and read it again.
+
+    Here every message put and sent is counted, and a wait is for a count: a flush waits until
+    everything queued before it was sent (whatever is queued meanwhile), and the conductor, once
+    more than :data:`BUFFER_MESSAGES` are queued, until half of them were. ``holding`` tells the
+    check of stuck commits that a message is held back on purpose. A buffer that is not running
+    (stopping) sends what is left itself.
+    """
+
+    max_messages = BUFFER_MESSAGES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.put_count = 0
+        self.sent_count = 0
+        self.holding = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._held = 0  # waits since the last log line
+        self._logged_at = 0.0
+
+    def put(self, fut: FutureMessage) -> None:
+        self.put_count += 1
+        self.pending.put_nowait(fut)
+
+    @property
+    def size(self) -> int:
+        return self.pending.qsize()
+
+    def _sent(self) -> None:
+        self.sent_count += 1
+        self.message_sent.set()
+        if self._waiters:
+            waiting = []
+            for count, future in self._waiters:
+                if count > self.sent_count:
+                    waiting.append((count, future))
+                elif not future.done():
+                    future.set_result(None)
+            self._waiters = waiting
+
+    async def _until_sent(self, count: int) -> None:
+        if self.sent_count >= count:
+            return
+        if self.state != "running" or self.should_stop:
+            await self._send_left()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, future))
+        await future
+
+    async def _send_left(self) -> None:
+        while True:
+            try:
+                fut = self.pending.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self._send_pending(fut)
+            self._sent()
+
+    async def flush(self) -> None:
+        await self._until_sent(self.put_count)
+
+    async def flush_atmost(self, max_messages: int | None) -> int:
+        before = self.sent_count
+        if max_messages is None:
+            await self.flush()
+        else:
+            await self._until_sent(min(self.put_count, self.sent_count + max_messages))
+        return self.sent_count - before
+
+    async def wait_until_ebb(self) -> None:
+        if self.size <= self.max_messages:
+            return
+        self.holding = True
+        started = time.monotonic()
+        try:
+            await self._until_sent(self.put_count - self.max_messages // 2)
+        finally:
+            self.holding = False
+        self._held += 1
+        if started - self._logged_at >= BUFFER_LOG_SECONDS:
+            logger.info(
+                "Table writes are ahead of Kafka: deliveries held back %d time(s) since the last"
+                " such line (this one %.1f s, until %d of %d writes were sent)",
+                *(self._held, time.monotonic() - started, self.max_messages // 2, self.size),
+            )
+            self._held, self._logged_at = 0, started
+
+    @Service.task
+    async def _handle_pending(self) -> None:
+        get_pending = self.pending.get
+        send_pending = self._send_pending
+        while not self.should_stop:
+            fut = await get_pending()
+            try:
+                await send_pending(fut)
+            except BaseException as exc:
+                for _, future in self._waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+                self._waiters = []
+                raise
+            self._sent()
+
+
+class Producer(aiokafka.Producer):
+    """Faust's aiokafka producer with the counted :class:`ProducerBuffer`."""
+
+    def __init__(self, transport: Any, loop: Any = None, **kwargs: Any) -> None:
+        super().__init__(transport, loop=loop, **kwargs)
+        if not self.app.conf.producer_threaded:  # a threaded producer keeps Faust's own
+            buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
+            buffer.app = self.app
+            self.buffer = buffer
+
+
 class Transport(aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 class Worker(faust.Worker):

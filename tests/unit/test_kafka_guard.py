@@ -9,6 +9,7 @@ used there without being listed here fails too.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import faust.transport.conductor
+import faust.transport.producer
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.group_coordinator import GroupCoordinator
@@ -27,9 +30,11 @@ from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.tables import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer as FaustProducerBuffer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 from intervaltree import IntervalTree
+from mode.services import ServiceTask
 
 from steamprice import kafka
 from steamprice.app import app
@@ -59,6 +64,8 @@ METHODS: list[tuple[type, str, str]] = [
     # Table recovery's offsets check, and aiokafka's coordinator request (static membership).
     (FaustRecovery, "_build_offsets", "self, consumer, tps, destination, title"),
     (GroupCoordinator, "_send_req", "self, request"),
+    # The producer buffer of table writes: its sending step, called as Faust's task calls it.
+    (FaustProducerBuffer, "_send_pending", "self, fut"),
 ]
 # Private attributes of a faust consumer that kafka.py reads or changes, and their types.
 CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
@@ -79,6 +86,7 @@ PRIVATE = {
     "_subscription",  # aiokafka's subscription state
     "_coordinator",  # aiokafka consumer's group coordinator
     "_group_instance_id",  # the coordinator's static member id
+    "_handle_pending",  # the producer buffer's task, replaced (see the buffer test below)
 }
 BASES = {
     kafka.ConsumerThread: FaustThread,
@@ -86,6 +94,8 @@ BASES = {
     kafka.App: faust.App,
     kafka.Recovery: FaustRecovery,
     kafka.TableManager: FaustTableManager,
+    kafka.ProducerBuffer: FaustProducerBuffer,
+    kafka.Producer: faust_aiokafka.Producer,
 }
 
 
@@ -136,6 +146,24 @@ def test_the_message_and_app_fields_kafka_py_reads() -> None:
     tree.addi(3, 5)
     tree.merge_overlaps()
     assert tree.overlap(0, 4) and (tree.chop(0, 5) or True) and not tree
+
+
+def test_the_producer_buffer_internals_kafka_py_relies_on() -> None:
+    # The task kafka.ProducerBuffer replaces is a mode task of that name, taking only self;
+    # the conductor waits on the buffer's wait_until_ebb, built by Producer.__init__.
+    task = vars(FaustProducerBuffer)["_handle_pending"]
+    assert isinstance(task, ServiceTask) and shape(task.fun) == "self"
+    # mode runs a service's tasks by name: the override is the one that runs.
+    assert isinstance(vars(kafka.ProducerBuffer)["_handle_pending"], ServiceTask)
+    assert "_handle_pending" in kafka.ProducerBuffer._tasks[kafka.ProducerBuffer._get_class_id()]
+    assert "self.buffer = ProducerBuffer(" in inspect.getsource(faust.transport.producer.Producer)
+    assert "buffer.wait_until_ebb" in inspect.getsource(faust.transport.conductor)
+    buffer = app.producer.buffer
+    assert isinstance(buffer, kafka.ProducerBuffer)
+    assert isinstance(buffer.pending, asyncio.Queue) and isinstance(
+        buffer.message_sent, asyncio.Event
+    )
+    assert buffer.app is app and buffer.max_messages == kafka.BUFFER_MESSAGES
 
 
 def test_the_coordinator_and_recovery_internals_kafka_py_relies_on() -> None:
