@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 async def test_pipeline_status_is_1_while_running_and_0_after_a_clean_stop() -> None:
     from steamprice import web
@@ -48,3 +50,43 @@ def test_what_the_consumer_repaired_is_counted_once() -> None:
     collector._count_repairs()
     collector._count_repairs()
     assert reread() == before + 2
+
+
+def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
+    """The per-key hooks look their series up once; the series and values stay Faust's."""
+    from types import SimpleNamespace
+
+    from faust.sensors.prometheus import FaustMetrics
+    from faust.sensors.prometheus import PrometheusMonitor as FaustPrometheusMonitor
+    from prometheus_client import CollectorRegistry
+
+    from steamprice import web
+
+    def run(monitor_class: type[FaustPrometheusMonitor]) -> tuple[dict[str, float], Any]:
+        registry = CollectorRegistry()
+        monitor = monitor_class(FaustMetrics.create(registry, "faust"))
+        table = SimpleNamespace(name="price-state")
+        for key in ("1:us", "2:us", "1:us"):
+            monitor.on_table_get(table, key)  # type: ignore[arg-type]
+        monitor.on_table_set(table, "1:us", b"{}")  # type: ignore[arg-type]
+        for topic in ("a-changelog", "a-changelog", "b"):
+            monitor.on_send_initiated(None, topic, None, 1, 2)  # type: ignore[arg-type]
+        samples = {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+        return samples, monitor
+
+    ours, monitor = run(web.PrometheusMonitor)
+    faust_own, faust_monitor = run(FaustPrometheusMonitor)
+    assert ours == faust_own
+    assert (
+        ours[
+            "faust_table_operations_total[('operation', 'keys_retrieved'), ('table', 'table.price-state')]"
+        ]
+        == 3
+    )
+    assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
+    assert monitor.tables["price-state"].keys_retrieved == 3
