@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import aiomysql
@@ -110,8 +111,12 @@ UPSERT_PRICE_LOWS = (
 )
 
 
+@lru_cache(maxsize=1024)
 def utc_naive(moment: datetime) -> datetime:
-    """DATETIME columns hold UTC without a zone."""
+    """DATETIME columns hold UTC without a zone.
+
+    Cached: the observations of a batch share one fetch time, converted for three tables.
+    """
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(UTC).replace(tzinfo=None)
@@ -254,9 +259,13 @@ def price_change_rows(events: Iterable[PriceChange]) -> list[Row]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Period:
-    """One row of ``price_history``; times are naive UTC like the column."""
+    """One row of ``price_history``; times are naive UTC like the column.
+
+    Never changed in place (``dataclasses.replace`` makes the next one); not frozen because a
+    frozen dataclass costs twice as much to build, once per app of a first sweep.
+    """
 
     app_id: int
     cc: str
@@ -336,18 +345,13 @@ def low_rows(history: Iterable[Row]) -> list[Row]:
     latest start of a period at that price.
     """
     lows: dict[tuple[int, str, str], tuple[int, datetime]] = {}
-    for row in history:
-        period = Period.from_row(row)
-        if period.status != PRICED or period.currency is None or period.final is None:
+    for app_id, cc, valid_from, _, status, currency, _, final, _, _ in history:
+        if status != PRICED or currency is None or final is None:
             continue
-        key = (period.app_id, period.cc, period.currency)
+        key = (app_id, cc, currency)
         found = lows.get(key)
-        if (
-            found is None
-            or period.final < found[0]
-            or (period.final == found[0] and period.valid_from > found[1])
-        ):
-            lows[key] = (period.final, period.valid_from)
+        if found is None or final < found[0] or (final == found[0] and valid_from > found[1]):
+            lows[key] = (final, valid_from)
     return [(*key, final, at) for key, (final, at) in sorted(lows.items())]
 
 
@@ -375,12 +379,30 @@ def sql_literal(value: Any) -> str:
 
 
 def multi_row_insert(statement: str, rows: Sequence[Row]) -> str:
-    """``statement`` (an ``INSERT ... VALUES (%s, ...) [ON DUPLICATE ...]``) for all ``rows``."""
+    """``statement`` (an ``INSERT ... VALUES (%s, ...) [ON DUPLICATE ...]``) for all ``rows``.
+
+    The literal of each distinct value is written once per statement: the rows of a batch
+    repeat the same times, regions, currencies and statuses.
+    """
     m = RE_INSERT_VALUES.match(statement)
     if m is None:
         raise ValueError(f"not a single-row INSERT ... VALUES statement: {statement[:80]}")
     head, tail = str(m.group(1)), str(m.group(3))
-    return head + ",".join("(" + ",".join(map(sql_literal, row)) + ")" for row in rows) + tail
+    written: dict[tuple[type, Any], str] = {}
+
+    def literal(value: Any) -> str:
+        if type(value) is int:
+            return str(value)
+        key = (type(value), value)
+        try:
+            text = written.get(key)
+        except TypeError:  # not hashable: nothing the planned rows hold, but still SQL
+            return sql_literal(value)
+        if text is None:
+            text = written[key] = sql_literal(value)
+        return text
+
+    return head + ",".join("(" + ",".join(map(literal, row)) + ")" for row in rows) + tail
 
 
 async def insert_rows(cur: aiomysql.Cursor, statement: str, rows: Sequence[Row]) -> int:

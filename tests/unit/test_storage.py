@@ -274,3 +274,20 @@ def test_a_batch_becomes_one_statement_with_every_row() -> None:
     assert sql == "INSERT INTO apps (app_id) VALUES (1),(2) ON DUPLICATE KEY UPDATE app_id = app_id"
     quoted = multi_row_insert(UPSERT_PRICE_CURRENT, [(1, "us", "it's", None, 1, 2, 3, N)])
     assert "(1,'us','it\\'s',NULL,1,2,3,'2025-08-17 12:00:00')" in quoted
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, True, False, 0, 1, 2, "us", "u's", "1", N, N + timedelta(1)]),
+            st.one_of(st.none(), st.booleans(), st.integers(0, 3), st.text(max_size=3)),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_value_repeated_in_a_statement_is_written_as_each_time(rows: list[tuple]) -> None:
+    # Literals are written once per distinct value: 1 and True, "1" and 1 stay apart.
+    sql = multi_row_insert("INSERT INTO t (a, b) VALUES (%s, %s)", rows)
+    by_row = ",".join("(" + ",".join(escape_item(v, "utf8mb4") for v in row) + ")" for row in rows)
+    assert sql == "INSERT INTO t (a, b) VALUES " + by_row
