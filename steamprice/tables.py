@@ -43,9 +43,9 @@ def partition_reader(table: Any, partition: int) -> Callable[[Any], Any]:
     is one RocksDB lookup. A record's keys all belong to the partition it was read from (see
     ``steamprice.batches``), which is the database Faust itself reads them from (its
     ``Store._get`` with a current event), and writes through the table land there at once, so
-    this returns what ``table.get`` returns for a table of JSON values (no ``value_type``). The
-    stats page still counts the reads. Any other store (``memory://``) is read through
-    ``table.get``.
+    this returns what ``table.get`` returns: JSON values decoded as they are (no
+    ``value_type``), Records by the store's own decoder. The stats page still counts the reads.
+    Any other store (``memory://``) is read through ``table.get``.
     """
     store = table.data
     if (
@@ -54,12 +54,12 @@ def partition_reader(table: Any, partition: int) -> Callable[[Any], Any]:
         or table.use_partitioner
         or table.key_serializer != "json"
         or table.value_serializer != "json"
-        or table.value_type is not None
     ):
         return cast(Callable[[Any], Any], table.get)
     get = store._db_for_partition(partition).get
     counted = table.app.sensors.on_table_get
-    dumps, loads = orjson.dumps, orjson.loads
+    dumps = orjson.dumps
+    loads = orjson.loads if table.value_type is None else store._decode_value
 
     def read(key: Any) -> Any:
         counted(table, key)

@@ -40,7 +40,7 @@ from steamprice.schedule import (
     parse_seed,
 )
 from steamprice.services import metrics
-from steamprice.tables import app_state_table
+from steamprice.tables import app_state_table, partition_reader
 from steamprice.topics import (
     app_ids_failed_topic,
     app_ids_topic,
@@ -169,8 +169,16 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     # redelivered record meets the old state and dispatches again (at-least-once), where a
     # pending mark that outlived a lost request would hold the app until the pending timeout.
     states: dict[int, AppState] = {}
+    read = partition_reader(app_state_table, partition)
+    stored: dict[int, AppState | None] = {}  # as the table holds them, read once per app
     for cmd in commands:
-        prev = states[cmd.app_id] if cmd.app_id in states else app_state_table.get(cmd.app_id)
+        prev: AppState | None
+        if cmd.app_id in states:
+            prev = states[cmd.app_id]
+        else:
+            prev = stored[cmd.app_id] = (
+                stored[cmd.app_id] if cmd.app_id in stored else read(cmd.app_id)
+            )
         decision = decide(prev, cmd, policy)
         if decision.state is not None:
             states[cmd.app_id] = decision.state
@@ -192,7 +200,7 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     for app_id, state in states.items():
         app_state_table[app_id] = state
     for app_id in {cmd.app_id for cmd in commands}:
-        due_index.update(app_id, states.get(app_id, app_state_table.get(app_id)))
+        due_index.update(app_id, states[app_id] if app_id in states else stored[app_id])
     for cmd, reason in parked:
         logger.warning("App %d moved to the failed state: %s", cmd.app_id, reason)
         await app_ids_failed_topic.send(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,20 @@ def test_each_read_is_counted_on_the_stats_page(app: faust.App) -> None:
     assert app.monitor._table_or_create(table).keys_retrieved == before + 2
 
 
-def test_tables_it_cannot_read_like_faust_are_read_through_the_table(
-    app: faust.App, tmp_path: Path
-) -> None:
+def test_records_are_decoded_as_faust_decodes_them(app: faust.App) -> None:
     typed = app.Table("typed", key_type=int, value_type=AppState)
-    assert partition_reader(typed, 0) == typed.get  # values are Records, decoded by Faust
+    store: Any = typed.data
+    at = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
+    state = AppState(app_id=730, tracked_since=at, next_due=at, failures=2, pending=True)
+    with processing(1):
+        store[730] = state
+        read = partition_reader(typed, 1)
+        assert read is not typed.get
+        assert read(730) == store.get(730) == state and isinstance(read(730), AppState)
+        assert read(731) is None
+
+
+def test_stores_it_cannot_read_like_faust_are_read_through_the_table(tmp_path: Path) -> None:
     memory = faust.App("reader-memory", store="memory://", datadir=str(tmp_path / "m"))
     in_memory = memory.Table("state", key_type=str)
     assert partition_reader(in_memory, 0) == in_memory.get
