@@ -328,13 +328,16 @@ def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:
         if seen.get("obs_id") == obs.obs_id:
             event = seen.get("event")
             return Applied(events=[PriceChange.from_data(event)] if event else [], news=True)
-    if obs.observed_at < _stored_time(stored["observed_at"]) or fingerprint(
+    # The same price first: it is the common case, and the stored time need not be parsed then.
+    if fingerprint(
         stored["status"],
         stored["currency"],
         stored["initial"],
         stored["final"],
         stored["discount_percent"],
-    ) == fingerprint(obs.status, obs.currency, obs.initial, obs.final, obs.discount_percent):
+    ) == fingerprint(
+        obs.status, obs.currency, obs.initial, obs.final, obs.discount_percent
+    ) or obs.observed_at < _stored_time(stored["observed_at"]):
         return Applied()
     return None
 
