@@ -243,6 +243,8 @@ class Applied:
     history: PriceHistory | None = None
     events: list[PriceChange] = field(default_factory=list)
     news: bool = False
+    # The observation was applied before (its ``obs_id`` is in the state): a redelivery.
+    redelivered: bool = False
 
 
 def history_of(state: PriceState) -> PriceHistory | None:
@@ -280,7 +282,8 @@ def apply_observation(
     if prev is not None:
         for seen in prev.recent:
             if seen.obs_id == obs.obs_id:
-                return Applied(events=[seen.event] if seen.event is not None else [], news=True)
+                events = [seen.event] if seen.event is not None else []
+                return Applied(events=events, news=True, redelivered=True)
         if obs.observed_at < prev.observed_at or _same(prev, obs):
             return Applied()
     history: PriceHistory | None = None
@@ -327,7 +330,8 @@ def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:
     for seen in stored.get("recent") or ():
         if seen.get("obs_id") == obs.obs_id:
             event = seen.get("event")
-            return Applied(events=[PriceChange.from_data(event)] if event else [], news=True)
+            events = [PriceChange.from_data(event)] if event else []
+            return Applied(events=events, news=True, redelivered=True)
     # The same price first: it is the common case, and the stored time need not be parsed then.
     if fingerprint(
         stored["status"],

@@ -39,6 +39,23 @@ logger = logging.getLogger(__name__)
 ENDS_ENABLED = settings.steam_getitems_max_requests_per_minute > 0
 
 
+def rewrite(key: str, stored: Any) -> None:
+    """Write a redelivered observation's state (and its key's history) again, as they are.
+
+    A record is redelivered after a crash or a rebalance, and its table writes may have died
+    with the worker: a table write lands in the local RocksDB database at once but waits in the
+    producer buffer for Kafka (``kafka.ProducerBuffer``), and a restart from that database
+    reads the changelog only past what was sent. Its state is then ahead of the changelog,
+    which standbys and the next owner of the partition read, and they would take the
+    observation for a change again (a second event under another id). Written again, the
+    values reach the changelog; it costs a write per redelivered change, only after a fault.
+    """
+    price_state_table[key] = stored
+    history = price_history_table.get(key)
+    if history is not None:
+        price_history_table[key] = history
+
+
 def detect(batch: RawBatch, partition: int) -> tuple[ObservedBatch, list[PriceChange], list[Ask]]:
     """Normalise and apply every entry of ``batch`` (read from ``partition``) to the tables.
 
@@ -64,6 +81,8 @@ def detect(batch: RawBatch, partition: int) -> tuple[ObservedBatch, list[PriceCh
             price_history_table[key] = applied.history
         if applied.state is not None:
             price_state_table[key] = applied.state
+        elif applied.redelivered:
+            rewrite(key, stored)
         offer = discounted_offer(app_id, obs.initial, obs.final, obs.discount_percent)
         if offer is not None and obs.status == PRICED and ENDS_ENABLED:
             since = current_since(stored, applied, obs)

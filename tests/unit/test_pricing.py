@@ -222,6 +222,9 @@ def test_redelivered_observation_re_emits_the_same_event() -> None:
     again = pipe.apply(change)
     assert again.state is None and again.history is None  # nothing new to write
     assert again.events == [event]
+    # ... but flagged: the agent writes the stored values again (their changelog writes may
+    # have died with the worker), which a first delivery never is.
+    assert again.redelivered and not pipe.apply(obs(2, final=499, discount=75)).redelivered
 
 
 def test_redelivery_of_an_older_observation_still_re_emits() -> None:
