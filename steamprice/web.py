@@ -38,34 +38,33 @@ class PrometheusMonitor(FaustPrometheusMonitor):
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
         super().__init__(metrics, **kwargs)
-        self._series: dict[tuple[str, str], Any] = {}
+        self._labelled: dict[tuple[Any, ...], Any] = {}
 
-    def _table_series(self, table: CollectionT, operation: str) -> Any:
-        key = (table.name, operation)
-        series = self._series.get(key)
+    def _series(self, metric: Any, **labels: str) -> Any:
+        key = (id(metric), *labels.values())
+        series = self._labelled.get(key)
         if series is None:
-            series = self._series[key] = self._metrics.table_operations.labels(
-                table=f"table.{table.name}", operation=operation
-            )
+            series = self._labelled[key] = metric.labels(**labels)
         return series
 
     def on_table_get(self, table: CollectionT, key: Any) -> None:
         Monitor.on_table_get(self, table, key)
-        self._table_series(table, self.KEYS_RETRIEVED).inc()
+        self._series(
+            self._metrics.table_operations,
+            table=f"table.{table.name}",
+            operation=self.KEYS_RETRIEVED,
+        ).inc()
 
     def on_table_set(self, table: CollectionT, key: Any, value: Any) -> None:
         Monitor.on_table_set(self, table, key, value)
-        self._table_series(table, self.KEYS_UPDATED).inc()
+        self._series(
+            self._metrics.table_operations, table=f"table.{table.name}", operation=self.KEYS_UPDATED
+        ).inc()
 
     def on_send_initiated(
         self, producer: ProducerT, topic: str, message: PendingMessage, keysize: int, valsize: int
     ) -> Any:
-        series = self._series.get(("topic", topic))
-        if series is None:
-            series = self._series[("topic", topic)] = self._metrics.topic_messages_sent.labels(
-                topic=f"topic.{topic}"
-            )
-        series.inc()
+        self._series(self._metrics.topic_messages_sent, topic=f"topic.{topic}").inc()
         return Monitor.on_send_initiated(self, producer, topic, message, keysize, valsize)
 
 

@@ -172,13 +172,9 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     read = partition_reader(app_state_table, partition)
     stored: dict[int, AppState | None] = {}  # as the table holds them, read once per app
     for cmd in commands:
-        prev: AppState | None
-        if cmd.app_id in states:
-            prev = states[cmd.app_id]
-        else:
-            prev = stored[cmd.app_id] = (
-                stored[cmd.app_id] if cmd.app_id in stored else read(cmd.app_id)
-            )
+        if cmd.app_id not in states and cmd.app_id not in stored:
+            stored[cmd.app_id] = read(cmd.app_id)
+        prev = states[cmd.app_id] if cmd.app_id in states else stored[cmd.app_id]
         decision = decide(prev, cmd, policy)
         if decision.state is not None:
             states[cmd.app_id] = decision.state
