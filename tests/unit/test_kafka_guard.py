@@ -24,10 +24,11 @@ import faust
 import faust.transport.conductor
 import faust.transport.producer
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.tables import TableManager as FaustTableManager
+from faust.tables.base import Collection
 from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer as FaustProducerBuffer
@@ -66,6 +67,10 @@ METHODS: list[tuple[type, str, str]] = [
     (GroupCoordinator, "_send_req", "self, request"),
     # The producer buffer of table writes: its sending step, called as Faust's task calls it.
     (FaustProducerBuffer, "_send_pending", "self, fut"),
+    # Table writes sent as record batches: the Kafka producer behind Faust's, and the callback
+    # that writes a changelog offset to RocksDB (recognised, then called once per batch).
+    (faust_aiokafka.Producer, "_ensure_producer", "self"),
+    (Collection, "_on_changelog_sent", "self, fut"),
 ]
 # Private attributes of a faust consumer that kafka.py reads or changes, and their types.
 CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
@@ -87,6 +92,7 @@ PRIVATE = {
     "_coordinator",  # aiokafka consumer's group coordinator
     "_group_instance_id",  # the coordinator's static member id
     "_handle_pending",  # the producer buffer's task, replaced (see the buffer test below)
+    "_send_on_produce_message",  # the producer's on_produce_message signal, sent per message
 }
 BASES = {
     kafka.ConsumerThread: FaustThread,
@@ -164,6 +170,20 @@ def test_the_producer_buffer_internals_kafka_py_relies_on() -> None:
         buffer.message_sent, asyncio.Event
     )
     assert buffer.app is app and buffer.max_messages == kafka.BUFFER_MESSAGES
+    # Record batches: aiokafka's batch API, and what Faust's own send does per message.
+    assert shape(AIOKafkaProducer.create_batch) == "self"
+    assert shape(AIOKafkaProducer.send_batch) == "self, batch, topic, partition"
+    assert "self._send_on_produce_message = self.app.on_produce_message.send" in (
+        inspect.getsource(faust_aiokafka.Producer.__post_init__)
+    )
+    assert "int(timestamp * 1000.0)" in inspect.getsource(faust_aiokafka.Producer.send)
+    assert isinstance(app.producer.allow_headers, bool)
+    # A table write is queued with the table's callback, its partition already chosen.
+    sending = inspect.getsource(Collection.send_changelog)
+    assert "callback=self._on_changelog_sent" in sending and "eager_partitioning=True" in sending
+    assert "set_persisted_offset(res.topic_partition, res.offset)" in inspect.getsource(
+        Collection._on_changelog_sent
+    )
 
 
 def test_the_coordinator_and_recovery_internals_kafka_py_relies_on() -> None:

@@ -7,10 +7,17 @@ Kafka producer behind it is a stand-in, whose sends the tests release one by one
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata
+from faust.tables.base import Collection
+from faust.types import TP
+from faust.types.tuples import FutureMessage, PendingMessage
 
 from steamprice import kafka
 
@@ -117,3 +124,174 @@ async def test_a_send_that_fails_fails_the_flush_instead_of_hanging_it(
     channel.gate.release()
     with pytest.raises(RuntimeError, match="broker gone"):
         await asyncio.wait_for(flush, 1)
+
+
+# --- table writes as record batches ------------------------------------------------------------
+
+
+class Topic:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+class Store:
+    def __init__(self) -> None:
+        self.persisted: list[tuple[TP, int]] = []
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self.persisted.append((tp, offset))
+
+
+class Table:
+    """What Faust's changelog callback touches on its table; the callback is Faust's own."""
+
+    _on_changelog_sent = Collection._on_changelog_sent
+
+    def __init__(self) -> None:
+        self.app = type("App", (), {"in_transaction": False})()
+        self.data = Store()
+
+
+class Kafka:
+    """aiokafka's producer behind Faust's: real record batches, sends the test completes."""
+
+    def __init__(self, batch_size: int = 16384) -> None:
+        self.batch_size = batch_size
+        self.sent: list[tuple[str, int, int, asyncio.Future[RecordMetadata]]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)
+
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, batch.record_count(), future))
+        return future
+
+    def deliver(self, index: int, base_offset: int) -> None:
+        topic, partition, _, future = self.sent[index]
+        tp = TopicPartition(topic, partition)
+        future.set_result(RecordMetadata(topic, partition, tp, base_offset, 1, 0, 0))
+
+
+class Sensors:
+    def __init__(self) -> None:
+        self.initiated: list[tuple[str, int]] = []
+        self.completed: list[int] = []
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, **sizes: int) -> Any:
+        self.initiated.append((topic, message.partition))
+        return len(self.initiated)
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: RecordMetadata) -> None:
+        self.completed.append(metadata.offset)
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        raise AssertionError(exc)
+
+
+class Producer:
+    allow_headers = True
+
+    def __init__(self, kafka_producer: Kafka) -> None:
+        self.kafka = kafka_producer
+        self.produced = 0
+
+    def _ensure_producer(self) -> Kafka:
+        return self.kafka
+
+    def _send_on_produce_message(self, **fields: Any) -> None:
+        self.produced += 1
+
+
+def write(table: Table, topic: Topic, partition: int, n: int, size: int = 10) -> FutureMessage:
+    value = json.dumps({"n": n, "pad": "x" * size}).encode()
+    callback = table._on_changelog_sent
+    message = PendingMessage(
+        topic, f'"{n}"'.encode(), value, partition, None, {}, "json", "json", callback, None, None
+    )
+    return FutureMessage(message)
+
+
+@pytest.fixture
+async def batching() -> AsyncIterator[tuple[kafka.ProducerBuffer, Kafka, Sensors]]:
+    kafka_producer, sensors = Kafka(), Sensors()
+    buf = kafka.ProducerBuffer()
+    buf.app = type(  # type: ignore[assignment]
+        "App",
+        (),
+        {"producer": Producer(kafka_producer), "sensors": sensors, "in_transaction": False},
+    )()
+    await buf.start()
+    yield buf, kafka_producer, sensors
+    await asyncio.wait_for(buf.stop(), 5)
+
+
+async def test_table_writes_go_out_as_one_record_batch_per_partition(
+    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+) -> None:
+    buf, kafka_producer, sensors = batching
+    table, topic = Table(), Topic("app-price-state-changelog")
+    writes = [write(table, topic, n % 3, n) for n in range(12)]
+    for fut in writes:
+        buf.put(fut)
+    await asyncio.wait_for(buf.flush(), 1)
+    # Handed over: one batch per partition, in the order written; nothing acknowledged yet.
+    assert [(t, p, n) for t, p, n, _ in kafka_producer.sent] == [
+        (topic.name, 0, 4),
+        (topic.name, 1, 4),
+        (topic.name, 2, 4),
+    ]
+    assert buf.size == 0 and buf.app.producer.produced == 12  # type: ignore[union-attr]
+    assert len(sensors.initiated) == 12 and not any(f.done() for f in writes)
+    kafka_producer.deliver(1, base_offset=100)
+    await settle()
+    # Each write of partition 1 has its own offset, the store the last one, written once.
+    partition_1 = [f for n, f in enumerate(writes) if n % 3 == 1]
+    assert [f.result().offset for f in partition_1] == [100, 101, 102, 103]
+    assert table.data.persisted == [(TP(topic.name, 1), 103)]
+    assert sensors.completed == [100, 101, 102, 103]
+    assert not any(f.done() for n, f in enumerate(writes) if n % 3 != 1)
+
+
+async def test_a_partition_s_writes_beyond_one_batch_go_in_several_in_order(
+    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+) -> None:
+    buf, kafka_producer, _ = batching
+    kafka_producer.batch_size = 1000
+    table, topic = Table(), Topic("app-price-history-changelog")
+    writes = [write(table, topic, 0, n, size=150) for n in range(20)]
+    for fut in writes:
+        buf.put(fut)
+    await asyncio.wait_for(buf.flush(), 1)
+    counts = [n for _, _, n, _ in kafka_producer.sent]
+    assert len(counts) > 1 and sum(counts) == 20
+    base = 0
+    for index, count in enumerate(counts):
+        kafka_producer.deliver(index, base_offset=base)
+        base += count
+    await settle()
+    assert [f.result().offset for f in writes] == list(range(20))
+    assert table.data.persisted[-1] == (TP(topic.name, 0), 19)
+    assert len(table.data.persisted) == len(counts)
+
+
+async def test_table_writes_and_other_messages_are_handed_over_in_the_order_queued(
+    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+) -> None:
+    # A flush waits for a count of messages sent: were a later message sent first, a flush
+    # could return with an earlier table write still queued.
+    buf, kafka_producer, _ = batching
+    table, topic, channel = Table(), Topic("app-price-state-changelog"), Channel()
+    buf.put(write(table, topic, 0, 1))
+    put(buf, channel, range(1))  # not a table write: published as Faust does
+    buf.put(write(table, topic, 0, 2))
+    await settle()
+    assert [n for _, _, n, _ in kafka_producer.sent] == [1] and buf.sent_count == 1
+    channel.gate.release()
+    await asyncio.wait_for(buf.flush(), 1)
+    assert [n for _, _, n, _ in kafka_producer.sent] == [1, 1] and channel.sent == [0]
