@@ -482,6 +482,35 @@ class Consumer(aiokafka.Consumer):
         return batch[-1] + 1
 
 
+# Per sensor: whether it counted the batch in one call, and its state (one, or one per message).
+SensorState = tuple[Any, bool, Any]
+
+
+def sends_initiated(
+    sensors: Iterable[Any], producer: Any, topic: str, part: list[FutureMessage]
+) -> list[SensorState]:
+    """Tell every sensor a batch of ``part`` goes out: in one call where it can take a count
+    (``on_sends_initiated``, as ``web.PrometheusMonitor``), else once per message as Faust does."""
+    states: list[SensorState] = []
+    for sensor in sensors:
+        bulk = getattr(sensor, "on_sends_initiated", None)
+        if bulk is not None:
+            states.append((sensor, True, bulk(producer, topic, len(part))))
+            continue
+        each = [
+            sensor.on_send_initiated(
+                producer,
+                topic,
+                message=fut.message,
+                keysize=len(fut.message.key or b""),
+                valsize=len(fut.message.value or b""),
+            )
+            for fut in part
+        ]
+        states.append((sensor, False, each))
+    return states
+
+
 class ProducerBuffer(FaustProducerBuffer):
     """Faust's buffer of table writes (changelog messages), counted instead of polled.
 
@@ -626,7 +655,6 @@ class ProducerBuffer(FaustProducerBuffer):
                 start += 1
                 continue
             part = group[start:end]
-            states = []
             for fut in part:
                 message = fut.message
                 produced(
@@ -636,24 +664,15 @@ class ProducerBuffer(FaustProducerBuffer):
                     timestamp=message.timestamp,
                     headers=message.headers,
                 )
-                states.append(
-                    sensors.on_send_initiated(
-                        producer,
-                        topic,
-                        message=message,
-                        keysize=len(message.key or b""),
-                        valsize=len(message.value or b""),
-                    )
-                )
+            states = sends_initiated(sensors, producer, topic, part)
             future = await kafka.send_batch(batch, topic, partition=partition)
             future.add_done_callback(partial(self._batch_sent, part, states))
             start = end
 
     def _batch_sent(
-        self, part: list[FutureMessage], states: list[Any], future: asyncio.Future[Any]
+        self, part: list[FutureMessage], states: list[SensorState], future: asyncio.Future[Any]
     ) -> None:
-        app = cast(Any, self.app)
-        producer, sensors = app.producer, app.sensors
+        producer = cast(Any, self.app).producer
         try:
             sent = future.result()
         except Exception as exc:
@@ -661,13 +680,15 @@ class ProducerBuffer(FaustProducerBuffer):
                 "Could not send %d table writes to %s: %r",
                 *(len(part), part[0].message.channel.get_topic_name(), exc),
             )
-            for fut, state in zip(part, states, strict=True):
+            for fut in part:
                 if not fut.done():
                     fut.set_exception(exc)
-                sensors.on_send_error(producer, exc, state)
+            for sensor, bulk, state in states:
+                for each in [state] * len(part) if bulk else state:
+                    sensor.on_send_error(producer, exc, each)
             return
-        for i, (fut, state) in enumerate(zip(part, states, strict=True)):
-            result = RecordMetadata(
+        results = [
+            RecordMetadata(
                 sent.topic,
                 sent.partition,
                 sent.topic_partition,
@@ -676,9 +697,17 @@ class ProducerBuffer(FaustProducerBuffer):
                 sent.timestamp_type,
                 sent.log_start_offset,
             )
+            for i in range(len(part))
+        ]
+        for fut, result in zip(part, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
-            sensors.on_send_completed(producer, state, result)
+        for sensor, bulk, state in states:
+            if bulk:
+                sensor.on_sends_completed(producer, state, len(part))
+            else:
+                for each, result in zip(state, results, strict=True):
+                    sensor.on_send_completed(producer, each, result)
         # One partition of one table: the last offset is what its RocksDB database has.
         last = part[-1]
         cast(Any, last.message.callback)(last)

@@ -104,6 +104,7 @@ def detect(batch: RawBatch, partition: int) -> tuple[ObservedBatch, list[PriceCh
         news.append(applied.news)
         events.extend(applied.events)
         statuses[obs.status] += 1
+    read_state.counted()
     for status, n in statuses.items():
         metrics.games_processed.labels("normalize", status).inc(n)
     check_id = observations[0].obs_id if observations else ""

@@ -191,6 +191,7 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
         if decision.failed_reason:
             counts["failed"] += 1
             parked.append((cmd, decision.failed_reason))
+    read.counted()
     if dispatched:
         await send_crawl_requests(commands[0].at, {partition: dispatched}, reseeded)
     for app_id, state in states.items():

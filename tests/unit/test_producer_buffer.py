@@ -194,6 +194,25 @@ class Sensors:
         raise AssertionError(exc)
 
 
+class BulkSensors:
+    """A sensor that takes a batch's count in one call (as ``web.PrometheusMonitor``)."""
+
+    def __init__(self) -> None:
+        self.initiated: list[tuple[str, int]] = []
+        self.completed: list[int] = []
+
+    def on_sends_initiated(self, producer: Any, topic: str, count: int) -> Any:
+        self.initiated.append((topic, count))
+        return "state"
+
+    def on_sends_completed(self, producer: Any, state: Any, count: int) -> None:
+        assert state == "state"
+        self.completed.append(count)
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        raise AssertionError(exc)
+
+
 class Producer:
     allow_headers = True
 
@@ -217,24 +236,31 @@ def write(table: Table, topic: Topic, partition: int, n: int, size: int = 10) ->
     return FutureMessage(message)
 
 
+Batching = tuple[kafka.ProducerBuffer, Kafka, Sensors, BulkSensors]
+
+
 @pytest.fixture
-async def batching() -> AsyncIterator[tuple[kafka.ProducerBuffer, Kafka, Sensors]]:
-    kafka_producer, sensors = Kafka(), Sensors()
+async def batching() -> AsyncIterator[Batching]:
+    kafka_producer, sensors, bulk = Kafka(), Sensors(), BulkSensors()
     buf = kafka.ProducerBuffer()
     buf.app = type(  # type: ignore[assignment]
         "App",
         (),
-        {"producer": Producer(kafka_producer), "sensors": sensors, "in_transaction": False},
+        {
+            "producer": Producer(kafka_producer),
+            "sensors": [sensors, bulk],
+            "in_transaction": False,
+        },
     )()
     await buf.start()
-    yield buf, kafka_producer, sensors
+    yield buf, kafka_producer, sensors, bulk
     await asyncio.wait_for(buf.stop(), 5)
 
 
 async def test_table_writes_go_out_as_one_record_batch_per_partition(
-    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+    batching: Batching,
 ) -> None:
-    buf, kafka_producer, sensors = batching
+    buf, kafka_producer, sensors, bulk = batching
     table, topic = Table(), Topic("app-price-state-changelog")
     writes = [write(table, topic, n % 3, n) for n in range(12)]
     for fut in writes:
@@ -255,13 +281,15 @@ async def test_table_writes_go_out_as_one_record_batch_per_partition(
     assert [f.result().offset for f in partition_1] == [100, 101, 102, 103]
     assert table.data.persisted == [(TP(topic.name, 1), 103)]
     assert sensors.completed == [100, 101, 102, 103]
+    # A sensor that takes a count is told once per batch.
+    assert bulk.initiated == [(topic.name, 4)] * 3 and bulk.completed == [4]
     assert not any(f.done() for n, f in enumerate(writes) if n % 3 != 1)
 
 
 async def test_a_partition_s_writes_beyond_one_batch_go_in_several_in_order(
-    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+    batching: Batching,
 ) -> None:
-    buf, kafka_producer, _ = batching
+    buf, kafka_producer, _, _ = batching
     kafka_producer.batch_size = 1000
     table, topic = Table(), Topic("app-price-history-changelog")
     writes = [write(table, topic, 0, n, size=150) for n in range(20)]
@@ -281,11 +309,11 @@ async def test_a_partition_s_writes_beyond_one_batch_go_in_several_in_order(
 
 
 async def test_table_writes_and_other_messages_are_handed_over_in_the_order_queued(
-    batching: tuple[kafka.ProducerBuffer, Kafka, Sensors],
+    batching: Batching,
 ) -> None:
     # A flush waits for a count of messages sent: were a later message sent first, a flush
     # could return with an earlier table write still queued.
-    buf, kafka_producer, _ = batching
+    buf, kafka_producer, _, _ = batching
     table, topic, channel = Table(), Topic("app-price-state-changelog"), Channel()
     buf.put(write(table, topic, 0, 1))
     put(buf, channel, range(1))  # not a table write: published as Faust does

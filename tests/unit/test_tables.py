@@ -18,7 +18,7 @@ import pytest
 from faust.streams import _current_event
 
 from steamprice.models import AppState
-from steamprice.tables import partition_reader
+from steamprice.tables import PartitionReader, TableReader, partition_reader
 
 
 class _Message:
@@ -62,7 +62,7 @@ def test_it_reads_what_faust_reads_from_the_partition_of_the_record(app: faust.A
         store["7:us"] = state
         store["8:us"] = {"app_id": 8, "status": "no_price"}
         read = partition_reader(table, 3)
-        assert read is not table.get  # the RocksDB path, not the fallback
+        assert isinstance(read, PartitionReader)  # the RocksDB path, not the fallback
         for key in ("7:us", "8:us", "9:us"):
             assert read(key) == store.get(key)
         assert read("7:us") == state
@@ -75,15 +75,33 @@ def test_it_reads_what_faust_reads_from_the_partition_of_the_record(app: faust.A
         assert partition_reader(table, 5)("7:us") is None
 
 
-def test_each_read_is_counted_on_the_stats_page(app: faust.App) -> None:
+class _Sensor:
+    """A sensor that takes a count (as ``web.PrometheusMonitor``)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def on_table_gets(self, table: Any, count: int) -> None:
+        self.counts.append(count)
+
+
+def test_the_reads_of_a_batch_are_counted_on_the_stats_page_once_read(app: faust.App) -> None:
     table = app.Table("state", key_type=str)
-    app.sensors.add(app.monitor)  # as a starting worker does
+    app.sensors.add(app.monitor)  # as a starting worker does: Faust's, one call per key
+    bulk = _Sensor()
+    app.sensors.add(bulk)  # type: ignore[arg-type]
     before = app.monitor._table_or_create(table).keys_retrieved
     with processing(0):
         read = partition_reader(table, 0)
         read("1:us")
         read("2:us")
-    assert app.monitor._table_or_create(table).keys_retrieved == before + 2
+        read("1:us")
+        read.counted()
+        read.counted()  # nothing read since: nothing more counted
+        read("3:us")
+        read.counted()
+    assert app.monitor._table_or_create(table).keys_retrieved == before + 4
+    assert bulk.counts == [3, 1]
 
 
 def test_records_are_decoded_as_faust_decodes_them(app: faust.App) -> None:
@@ -94,7 +112,7 @@ def test_records_are_decoded_as_faust_decodes_them(app: faust.App) -> None:
     with processing(1):
         store[730] = state
         read = partition_reader(typed, 1)
-        assert read is not typed.get
+        assert isinstance(read, PartitionReader)
         assert read(730) == store.get(730) == state and isinstance(read(730), AppState)
         assert read(731) is None
 
@@ -102,4 +120,5 @@ def test_records_are_decoded_as_faust_decodes_them(app: faust.App) -> None:
 def test_stores_it_cannot_read_like_faust_are_read_through_the_table(tmp_path: Path) -> None:
     memory = faust.App("reader-memory", store="memory://", datadir=str(tmp_path / "m"))
     in_memory = memory.Table("state", key_type=str)
-    assert partition_reader(in_memory, 0) == in_memory.get
+    read = partition_reader(in_memory, 0)
+    assert isinstance(read, TableReader) and read.get == in_memory.get

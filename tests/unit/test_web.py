@@ -90,3 +90,55 @@ def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
     )
     assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
     assert monitor.tables["price-state"].keys_retrieved == 3
+
+
+def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_counts() -> None:
+    """``on_table_gets`` and ``on_sends_*`` (a batch's counts) against Faust's per-call hooks."""
+    from types import SimpleNamespace
+
+    from faust.sensors.prometheus import FaustMetrics
+    from faust.sensors.prometheus import PrometheusMonitor as FaustPrometheusMonitor
+    from prometheus_client import CollectorRegistry
+
+    from steamprice import web
+
+    table = SimpleNamespace(name="price-state")
+
+    def samples(registry: CollectorRegistry) -> dict[str, float]:
+        return {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    def one_by_one() -> tuple[dict[str, float], Any]:
+        registry = CollectorRegistry()
+        monitor = FaustPrometheusMonitor(FaustMetrics.create(registry, "faust"))
+        monitor.time = lambda: 10.0  # type: ignore[method-assign]
+        for key in ("1:us", "2:us", "3:us"):
+            monitor.on_table_get(table, key)  # type: ignore[arg-type]
+        states = [monitor.on_send_initiated(None, "a-changelog", None, 1, 2) for _ in range(4)]  # type: ignore[arg-type]
+        monitor.time = lambda: 10.25  # type: ignore[method-assign]
+        for state in states:
+            monitor.on_send_completed(None, state, None)  # type: ignore[arg-type]
+        return samples(registry), monitor
+
+    def in_one_call() -> tuple[dict[str, float], Any]:
+        registry = CollectorRegistry()
+        monitor = web.PrometheusMonitor(FaustMetrics.create(registry, "faust"))
+        monitor.time = lambda: 10.0  # type: ignore[method-assign]
+        monitor.on_table_gets(table, 3)  # type: ignore[arg-type]
+        state = monitor.on_sends_initiated(None, "a-changelog", 4)  # type: ignore[arg-type]
+        monitor.time = lambda: 10.25  # type: ignore[method-assign]
+        monitor.on_sends_completed(None, state, 4)  # type: ignore[arg-type]
+        return samples(registry), monitor
+
+    (faust_own, faust_monitor), (ours, monitor) = one_by_one(), in_one_call()
+    assert ours == faust_own
+    assert ours["faust_total_sent_messages_total[]"] == 4
+    assert ours["faust_producer_send_latency_count[]"] == 4
+    assert monitor.tables["price-state"].keys_retrieved == 3
+    assert monitor.messages_sent == faust_monitor.messages_sent == 4
+    assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
+    assert list(monitor.send_latency) == list(faust_monitor.send_latency) == [0.25] * 4
