@@ -93,7 +93,8 @@ class SchedulePolicy:
         return max(self.interval, timedelta(minutes=15))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen class costs four times as much to build (once per app of every sweep).
+@dataclass(slots=True)
 class Decision:
     state: AppState | None  # None: leave the table as it is
     dispatch: bool = False  # send a crawl request now

@@ -30,6 +30,7 @@ from steamprice.pricing import (
     apply_stored,
     detect_change,
     effective_discount,
+    event_id,
     fingerprint,
     history_of,
     lowest_since,
@@ -97,6 +98,9 @@ def test_normalize_gives_a_stable_observation_id() -> None:
         50,
     )
     assert a.obs_id == b.obs_id
+    # The ids of earlier releases: they are stored in the tables and behind every event id.
+    assert a.obs_id == "fff31a2e4bfcc0ee40f41c84"
+    assert event_id(10, "us", a.obs_id) == "1a10fe8f1bb53ba97f22a1e037b246bb91033725"
     assert a.observed_at == T0 and a.observed_at.tzinfo is not None
 
 
