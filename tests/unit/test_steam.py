@@ -234,3 +234,19 @@ def test_one_odd_entry_never_spoils_the_batch() -> None:
     assert parsed[20].status == NO_PRICE
     assert (parsed[30].status, parsed[30].final) == (PRICED, 499)
     assert parsed[40].status == UNKNOWN and parsed[50].status == UNKNOWN
+
+
+def test_entries_read_back_as_steam_sent_them_whatever_the_json_reader() -> None:
+    # orjson reads the answer; what it refuses (NaN, integers past 64 bits) Python's json reads,
+    # and the entry keeps it: the odd value still reaches parse_entry, as before.
+    priced = {"currency": "EUR", "initial": 1299, "final": 999, "discount_percent": 23}
+    answer = {"10": {"success": True, "data": {"price_overview": {**priced, "x": "12,99€"}}}}
+    body = json.dumps(answer, ensure_ascii=False).encode()
+    entries = split_appdetails(200, body, [10])
+    assert json.loads(entries[10]) == answer["10"]
+    assert parse_entry(entries[10]).final == 999
+    odd = b'{"10":{"success":true,"data":{"price_overview":{"currency":"USD","initial":NaN,'
+    odd += b'"final":1,"discount_percent":0}}},"20":{"success":true,"data":{"id":18446744073709551616}}}'
+    entries = split_appdetails(200, odd, [10, 20])
+    assert '"initial":NaN' in entries[10] and parse_entry(entries[10]).status == UNKNOWN
+    assert "18446744073709551616" in entries[20]
