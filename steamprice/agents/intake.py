@@ -50,6 +50,9 @@ from steamprice.topics import (
 )
 
 logger = logging.getLogger(__name__)
+# Apps of a record applied between two turns of the other tasks (as the change agent's
+# ``YIELD_EVERY``: the sinks and the crawler need turns while a record of 1,000 apps is applied).
+YIELD_EVERY = 50
 
 policy = SchedulePolicy(
     interval=timedelta(seconds=settings.recrawl_interval_seconds),
@@ -171,7 +174,9 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     states: dict[int, AppState] = {}
     read = partition_reader(app_state_table, partition)
     stored: dict[int, AppState | None] = {}  # as the table holds them, read once per app
-    for cmd in commands:
+    for n, cmd in enumerate(commands, 1):
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # a record holds up to 1,000 apps: others get turns
         if cmd.app_id not in states and cmd.app_id not in stored:
             stored[cmd.app_id] = read(cmd.app_id)
         prev = states[cmd.app_id] if cmd.app_id in states else stored[cmd.app_id]
@@ -194,7 +199,9 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     read.counted()
     if dispatched:
         await send_crawl_requests(commands[0].at, {partition: dispatched}, reseeded)
-    for app_id, state in states.items():
+    for n, (app_id, state) in enumerate(states.items(), 1):
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         app_state_table[app_id] = state
     for app_id in {cmd.app_id for cmd in commands}:
         due_index.update(app_id, states[app_id] if app_id in states else stored[app_id])

@@ -7,6 +7,7 @@ recrawl interval and the failure limit come from the worker's settings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -258,3 +259,28 @@ async def test_a_dispatch_is_on_the_broker_before_the_table_marks_the_app_pendin
         i for i, t in enumerate(order) if t == app_state_table.changelog_topic.get_topic_name()
     ]
     assert writes and request < min(writes), order
+
+
+async def test_other_tasks_run_while_a_record_of_many_apps_is_applied(
+    drive: Driver, sent: Sent
+) -> None:
+    """A record of 1,000 seeds holds the event loop for tens of milliseconds: the crawler and
+    the sinks must get turns during it, not only after."""
+    apps = [a for a in range(1, 20_000) if partition_for(a, PARTITIONS) == 6][:1000]
+    log = app_state_table.changelog_topic_name
+    seen: list[int] = []  # app-state writes done, at each turn another task got
+    running = True
+
+    async def other_task() -> None:
+        while running:
+            seen.append(sum(1 for r in sent.records if r.topic == log))
+            await asyncio.sleep(0)
+
+    probe = asyncio.ensure_future(other_task())
+    try:
+        await drive.record([ScheduleCommand(a, SEED, T0) for a in apps])
+    finally:
+        running = False
+        await probe
+    assert len(drive.dispatched()) == 1000
+    assert any(0 < writes < 1000 for writes in seen), "no turn for anyone mid-record"
