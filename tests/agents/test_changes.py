@@ -9,7 +9,6 @@ unchanged prices (``pricing.settled``) is the one exercised.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from steamprice.metrics import Metrics
 from steamprice.models import PriceChange, PriceState
 from steamprice.tables import price_history_table, price_key, price_state_table
 from steamprice.topics import price_changes_topic, prices_normalized_topic
-from tests.support.agents import Sent, processed
+from tests.support.agents import Sent, processed, turns
 
 T0 = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
 PARTITIONS = app.conf.topic_partitions
@@ -166,19 +165,8 @@ async def test_other_tasks_run_while_a_batch_is_applied(drive: Driver, sent: Sen
     needs a turn for each step of a transaction, must get turns during it, not only after."""
     apps = [a for a in range(1, 5000) if partition_for(a, PARTITIONS) == PARTITION][:100]
     state_log = price_state_table.changelog_topic.get_topic_name()
-    seen: list[int] = []  # table writes done, at each turn another task got
-    running = True
-
-    async def other_task() -> None:
-        while running:
-            seen.append(sum(1 for r in sent.records if r.topic == state_log))
-            await asyncio.sleep(0)
-
-    probe = asyncio.ensure_future(other_task())
-    try:
+    # Table writes done, at each turn another task got.
+    async with turns(lambda: sum(1 for r in sent.records if r.topic == state_log)) as seen:
         await drive(raw(T0, dict.fromkeys(apps, 1999)))
-    finally:
-        running = False
-        await probe
     assert len(drive.table_writes()) == 100
     assert any(0 < writes < 100 for writes in seen), "no turn for anyone mid-batch"

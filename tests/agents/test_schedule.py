@@ -7,7 +7,6 @@ recrawl interval and the failure limit come from the worker's settings.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED, RECHECK, RETRY, SEED
 from steamprice.tables import app_state_table
 from steamprice.topics import app_ids_failed_topic, crawl_requests_topic
-from tests.support.agents import Sent, processed
+from tests.support.agents import Sent, processed, turns
 
 APP = 730
 PARTITIONS = app.conf.topic_partitions
@@ -268,19 +267,8 @@ async def test_other_tasks_run_while_a_record_of_many_apps_is_applied(
     the sinks must get turns during it, not only after."""
     apps = [a for a in range(1, 20_000) if partition_for(a, PARTITIONS) == 6][:1000]
     log = app_state_table.changelog_topic_name
-    seen: list[int] = []  # app-state writes done, at each turn another task got
-    running = True
-
-    async def other_task() -> None:
-        while running:
-            seen.append(sum(1 for r in sent.records if r.topic == log))
-            await asyncio.sleep(0)
-
-    probe = asyncio.ensure_future(other_task())
-    try:
+    # App-state writes done, at each turn another task got.
+    async with turns(lambda: sum(1 for r in sent.records if r.topic == log)) as seen:
         await drive.record([ScheduleCommand(a, SEED, T0) for a in apps])
-    finally:
-        running = False
-        await probe
     assert len(drive.dispatched()) == 1000
     assert any(0 < writes < 1000 for writes in seen), "no turn for anyone mid-record"

@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -217,3 +217,23 @@ async def stopped(agent: Any, timeout: float = 10.0) -> None:
         return all(actor.actor_task.done() for actor in agent._actors)
 
     await wait_for(f"agent {agent.name} to stop", done, timeout=timeout, every=0.01)
+
+
+@contextlib.asynccontextmanager
+async def turns(count: Callable[[], int]) -> AsyncIterator[list[int]]:
+    """What ``count()`` was at each turn another task got while the block ran (an agent that
+    never awaits mid-record gives them turns only before and after it)."""
+    seen: list[int] = []
+    running = True
+
+    async def other_task() -> None:
+        while running:
+            seen.append(count())
+            await asyncio.sleep(0)
+
+    probe = asyncio.ensure_future(other_task())
+    try:
+        yield seen
+    finally:
+        running = False
+        await probe
