@@ -90,7 +90,7 @@ class PrometheusMonitor(FaustPrometheusMonitor):
         self.send_latency.extend(repeat(latency, min(count, self.send_latency.maxlen or count)))
         self._metrics.total_sent_messages.inc(count)
         observe = self._metrics.producer_send_latency.observe
-        milliseconds = self.ms_since(state)
+        milliseconds = self.secs_to_ms(latency)  # as Faust's ms_since(state)
         for _ in range(count):  # a histogram counts observations: one per message
             observe(milliseconds)
 
