@@ -66,6 +66,12 @@ async def test_a_reseed_inside_the_window_brings_the_new_price_at_its_end(
     # taken (not after the first request, which a busy machine may send seconds later).
     assert len(requests) == 2, [r.time - seeded for r in requests]
     assert requests[1].time - seeded >= 60.0
+
+    # Its change row comes from another sink (price_changes), which may commit a moment after.
+    async def change_row() -> bool:
+        return bool(await pipeline.query("SELECT 1 FROM price_changes WHERE app_id = %s", (APP,)))
+
+    await wait_for("the change row", change_row, timeout=30)
     changes = await pipeline.query("SELECT kind FROM price_changes WHERE app_id = %s", (APP,))
     assert changes == [("discount_started",)]
 
