@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import faust
+from faust.serializers import codecs
 
 # Shared Record options: JSON on the wire, ISO-8601 datetimes parsed back into aware datetimes,
 # no Faust metadata blob in every message (keeps `kcat` output readable and messages small).
@@ -138,7 +141,8 @@ class PriceHistory(faust.Record, **_OPTIONS):
     changes: list[PriceChange] = []  # noqa: RUF012
 
 
-class AppState(faust.Record, **_OPTIONS):
+@dataclass(slots=True)
+class AppState:
     """Schedule and health of one tracked app.
 
     ``next_due`` is when to dispatch it next; while ``pending`` (dispatched, no answer yet) it is
@@ -147,6 +151,11 @@ class AppState(faust.Record, **_OPTIONS):
     ``price_change_number`` seen in the app list; ``priority`` marks an app whose price moved, to
     be re-priced ahead of the sweep. ``recheck_at`` is when a re-check asked for by a seed inside
     the seed dedupe window is due (None: no re-check waits).
+
+    Not a Record: the schedule agent reads, copies and writes one twice per app of a first sweep
+    (seed, then priced), and a Record costs about ten times as much to build and decode. The
+    table holds :meth:`to_data` (the same JSON a Record of these fields had, so states written
+    by earlier versions read back unchanged) and :meth:`from_data` reads it.
     """
 
     app_id: int
@@ -162,6 +171,77 @@ class AppState(faust.Record, **_OPTIONS):
     change_number: int | None = None
     priority: bool = False
     recheck_at: datetime | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The table value: every field, times as datetimes (Faust's JSON writes them ISO)."""
+        return {
+            "app_id": self.app_id,
+            "tracked_since": self.tracked_since,
+            "next_due": self.next_due,
+            "last_requested": self.last_requested,
+            "failures": self.failures,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "pending": self.pending,
+            "last_priced": self.last_priced,
+            "last_result": self.last_result,
+            "change_number": self.change_number,
+            "priority": self.priority,
+            "recheck_at": self.recheck_at,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> AppState:
+        """A state from its table value (ISO times or datetimes; missing fields: defaults)."""
+        get = data.get
+        return cls(
+            int(data["app_id"]),
+            _moment(data["tracked_since"]),
+            _moment(data["next_due"]),
+            _maybe_moment(get("last_requested")),
+            get("failures", 0),
+            get("failed", False),
+            get("last_error", ""),
+            get("pending", False),
+            _maybe_moment(get("last_priced")),
+            get("last_result", ""),
+            get("change_number"),
+            get("priority", False),
+            _maybe_moment(get("recheck_at")),
+        )
+
+    def dumps(self) -> bytes:
+        """The bytes the table writes for this state (its changelog value)."""
+        value: bytes = codecs.dumps("json", self.to_data())
+        return value
+
+    def copy(self) -> AppState:
+        return AppState(
+            self.app_id,
+            self.tracked_since,
+            self.next_due,
+            self.last_requested,
+            self.failures,
+            self.failed,
+            self.last_error,
+            self.pending,
+            self.last_priced,
+            self.last_result,
+            self.change_number,
+            self.priority,
+            self.recheck_at,
+        )
+
+
+def _moment(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _maybe_moment(value: datetime | str | None) -> datetime | None:
+    return None if value is None else _moment(value)
 
 
 class FailedInput(faust.Record, **_OPTIONS):

@@ -113,7 +113,7 @@ def _offset(app_id: int, interval: timedelta) -> timedelta:
 
 def _copy(state: AppState) -> AppState:
     # Table values are never mutated in place: the table only sees reassignments.
-    return AppState.from_data(state.asdict())
+    return state.copy()
 
 
 def _dispatched(

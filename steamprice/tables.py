@@ -11,10 +11,10 @@ from steamprice.app import app
 from steamprice.models import AppState, PriceHistory
 
 # Schedule and health per app, keyed by app id; written by the schedule agent only (schedule
-# topic, keyed by app id).
-app_state_table = app.Table(
-    "app-state", key_type=int, value_type=AppState, help="Per-app schedule and failures"
-)
+# topic, keyed by app id). Values are the JSON of an AppState (``to_data``; no value type: a
+# Record would cost ten times as much to build, twice per app of a sweep): read them with
+# :func:`app_state`.
+app_state_table = app.Table("app-state", key_type=int, help="Per-app schedule and failures")
 
 # Last price per (app, region), keyed "app_id:cc"; written by the change agent only, from
 # prices-raw batches that hold the apps of one partition each, so every key is written in its
@@ -28,6 +28,11 @@ price_state_table = app.Table("price-state", key_type=str, help="Last price per 
 price_history_table = app.Table(
     "price-history", key_type=str, value_type=PriceHistory, help="Lows and recent changes"
 )
+
+
+def app_state(value: Any) -> AppState | None:
+    """An ``app-state`` value as the table or a reader returns it (None: not tracked)."""
+    return None if value is None else AppState.from_data(value)
 
 
 def price_key(app_id: int, cc: str) -> str:

@@ -40,7 +40,7 @@ from steamprice.schedule import (
     parse_seed,
 )
 from steamprice.services import metrics
-from steamprice.tables import app_state_table, partition_reader
+from steamprice.tables import app_state, app_state_table, partition_reader
 from steamprice.topics import (
     app_ids_failed_topic,
     app_ids_topic,
@@ -178,7 +178,7 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # a record holds up to 1,000 apps: others get turns
         if cmd.app_id not in states and cmd.app_id not in stored:
-            stored[cmd.app_id] = read(cmd.app_id)
+            stored[cmd.app_id] = app_state(read(cmd.app_id))
         prev = states[cmd.app_id] if cmd.app_id in states else stored[cmd.app_id]
         decision = decide(prev, cmd, policy)
         if decision.state is not None:
@@ -202,7 +202,7 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     for n, (app_id, state) in enumerate(states.items(), 1):
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
-        app_state_table[app_id] = state
+        app_state_table[app_id] = state.to_data()
     for app_id in {cmd.app_id for cmd in commands}:
         due_index.update(app_id, states[app_id] if app_id in states else stored[app_id])
     for cmd, reason in parked:
@@ -233,8 +233,8 @@ async def rebuild_due_index() -> None:
     """After each rebalance's recovery (streams still paused): index the apps now owned here."""
     started = time.monotonic()
     due_index.clear()
-    for n, (app_id, state) in enumerate(app_state_table.items(), 1):
-        due_index.update(app_id, state)
+    for n, (app_id, value) in enumerate(app_state_table.items(), 1):
+        due_index.update(app_id, app_state(value))
         if n % REBUILD_YIELD_EVERY == 0:
             await asyncio.sleep(0)  # keep heartbeats and the web server alive
     due_index.ready = True

@@ -20,7 +20,7 @@ from steamprice.batches import partition_for, read_crawl, read_crawl_batch, sche
 from steamprice.metrics import Metrics
 from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import FAILED, PRICED, RECHECK, RETRY, SEED
-from steamprice.tables import app_state_table
+from steamprice.tables import app_state, app_state_table
 from steamprice.topics import app_ids_failed_topic, crawl_requests_topic
 from tests.support.agents import Sent, processed, turns
 
@@ -69,7 +69,7 @@ class Driver:
         return out
 
     def state(self, app_id: int = APP) -> AppState:
-        state = app_state_table.get(app_id)
+        state = app_state(app_state_table.get(app_id))
         assert state is not None, f"app {app_id} is not in the app-state table"
         return state
 
@@ -95,7 +95,7 @@ async def test_a_seed_tracks_the_app_and_dispatches_it(
     assert (state.pending, state.last_requested, state.tracked_since) == (True, T0, T0)
     # The write reached the table's changelog, keyed by the app, in the record's partition.
     [logged] = [r for r in sent.records if r.topic == app_state_table.changelog_topic_name]
-    assert (logged.key, logged.value, logged.partition) == (APP, state, HOME)
+    assert (logged.key, app_state(logged.value), logged.partition) == (APP, state, HOME)
     assert due_index.tracked == 1 and due_index.pending == 1
     assert dispatches(metrics, SEED) == 1
 

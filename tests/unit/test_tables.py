@@ -17,8 +17,8 @@ import faust
 import pytest
 from faust.streams import _current_event
 
-from steamprice.models import AppState
-from steamprice.tables import PartitionReader, TableReader, partition_reader
+from steamprice.models import AppState, PriceHistory
+from steamprice.tables import PartitionReader, TableReader, app_state, partition_reader
 
 
 class _Message:
@@ -105,16 +105,56 @@ def test_the_reads_of_a_batch_are_counted_on_the_stats_page_once_read(app: faust
 
 
 def test_records_are_decoded_as_faust_decodes_them(app: faust.App) -> None:
-    typed = app.Table("typed", key_type=int, value_type=AppState)
+    typed = app.Table("typed", key_type=int, value_type=PriceHistory)
     store: Any = typed.data
     at = datetime(2025, 8, 17, 12, 0, tzinfo=UTC)
-    state = AppState(app_id=730, tracked_since=at, next_due=at, failures=2, pending=True)
+    history = PriceHistory(app_id=730, cc="us", currency="USD", low_final=999, low_at=at)
     with processing(1):
-        store[730] = state
+        store[730] = history
         read = partition_reader(typed, 1)
         assert isinstance(read, PartitionReader)
-        assert read(730) == store.get(730) == state and isinstance(read(730), AppState)
+        assert read(730) == store.get(730) == history and isinstance(read(730), PriceHistory)
         assert read(731) is None
+
+
+# An app-state value as the AppState Record of earlier releases wrote it (Faust's JSON).
+RECORD_ERA_STATE = (
+    b'{"app_id":730,"tracked_since":"2026-11-30T19:23:42.456670Z",'
+    b'"next_due":"2026-11-30T19:23:42.456670Z","last_requested":"2026-11-30T19:23:42.456670Z",'
+    b'"failures":0,"failed":false,"last_error":"","pending":true,'
+    b'"last_priced":"2026-11-30T19:23:42.456670Z","last_result":"ok","change_number":null,'
+    b'"priority":false,"recheck_at":null}'
+)
+
+
+def test_app_states_are_written_and_read_as_the_record_of_earlier_releases(app: faust.App) -> None:
+    table = app.Table("states", key_type=int)
+    store: Any = table.data
+    at = datetime(2026, 11, 30, 19, 23, 42, 456670, tzinfo=UTC)
+    state = AppState(
+        app_id=730,
+        tracked_since=at,
+        next_due=at,
+        last_requested=at,
+        pending=True,
+        last_priced=at,
+        last_result="ok",
+    )
+    assert state.dumps() == RECORD_ERA_STATE  # byte for byte: old and new workers agree
+    with processing(1):
+        store[730] = state.to_data()
+        assert store._db_for_partition(1).get(b"730") == RECORD_ERA_STATE
+        read = partition_reader(table, 1)
+        assert app_state(read(730)) == state == app_state(store.get(730))
+        assert app_state(read(731)) is None
+    # Older values may lack newer fields, and carry naive times (UTC).
+    old = AppState.from_data({"app_id": 5, "tracked_since": "2025-08-17T12:00:00", "next_due": at})
+    assert old == AppState(
+        app_id=5, tracked_since=datetime(2025, 8, 17, 12, tzinfo=UTC), next_due=at
+    )
+    copy = state.copy()
+    copy.pending = False
+    assert copy != state and state.pending
 
 
 def test_stores_it_cannot_read_like_faust_are_read_through_the_table(tmp_path: Path) -> None:
