@@ -32,7 +32,7 @@ from steamprice.schedule import RETRY, BadSeed, parse_seed
 from steamprice.services import store
 from steamprice.status import read_app_states
 from steamprice.steam import StoreError
-from steamprice.topics import ALL_TOPICS, app_ids_topic, send_schedule
+from steamprice.topics import ALL_TOPICS, app_ids_topic, send_schedule, send_seeds
 
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -122,10 +122,7 @@ async def seed(self: AppCommand, app_ids: tuple[str, ...], file_: str | None, al
     unique = list(dict.fromkeys(ids))
     await _ensure_topics()
     progress = Progress("Sent")
-    for app_id in unique:
-        await app_ids_topic.send(key=str(app_id).encode(), value=str(app_id).encode())
-        progress.tick()
-    await app.producer.flush()
+    await send_seeds(unique, progress.tick)
     progress.done()
     self.say(
         f"Sent {len(unique)} app ids to {app_ids_topic.get_topic_name()}"

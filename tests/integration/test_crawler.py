@@ -74,6 +74,14 @@ async def test_every_region_is_priced_in_full_batches_and_a_round_is_deduplicate
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("# the test catalog\n" + "\n".join(map(str, apps)) + "\n\n")
     assert "Sent 250 app ids" in await pipeline.cli("seed", "--file", str(ids_file))
+    # The seed topic holds one record per app, keyed by its id, where the partitioner puts it
+    # (the CLI hands them to Kafka in record batches: topics.send_seeds).
+    partitions = int(pipeline.env["TOPIC_PARTITIONS"])
+    seeds = await read_by_partition(pipeline, pipeline.topic("app-ids"))
+    assert sorted(int(value) for _, _, value in seeds) == apps
+    assert all(key == value for _, key, value in seeds)
+    assert {p for p, _, value in seeds} == set(range(partitions))
+    assert all(p == partition_for(int(value), partitions) for p, _, value in seeds)
 
     async def all_rows() -> int:
         n = await count(pipeline, "SELECT COUNT(*) FROM price_current")
