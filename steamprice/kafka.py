@@ -109,6 +109,11 @@ BUFFER_LOG_SECONDS = 60.0
 # Most table writes the buffer hands to the Kafka producer in one go (grouped by partition).
 BUFFER_ROUND_MESSAGES = 1000
 # The releases whose internals this module was proven against (rebalance and fault suites).
+# How long a subscription waits for the partition leaders of topics just created (then it goes
+# ahead, and the consumer's metadata refresh takes the topic on later, with a rebalance).
+SUBSCRIBE_WAIT_SECONDS = 15.0
+SUBSCRIBE_POLL_SECONDS = 0.1
+
 PROVEN_WITH = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 
 
@@ -225,6 +230,12 @@ class Batch:
 _batch: ContextVar[Batch | None] = ContextVar("steamprice_fetch_batch", default=None)
 
 
+def led(cluster: Any, topic: str) -> bool:
+    """Whether aiokafka's cluster metadata has ``topic`` with a leader for each partition."""
+    partitions = cluster.partitions_for_topic(topic)
+    return bool(partitions) and cluster.available_partitions_for_topic(topic) == partitions
+
+
 class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
     """The thread that owns the aiokafka consumer: safer fetches, positions and rewinds."""
 
@@ -241,6 +252,42 @@ class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
         if not active:
             return {}
         return await super()._fetch_records(consumer, active, timeout, max_records)
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        names = set(topics)
+        await self.call_thread(self._until_led, names)
+        await super().subscribe(names)
+
+    async def _until_led(self, topics: set[str]) -> None:
+        """Wait until the broker names a leader for every partition of ``topics``.
+
+        Faust creates a worker's topics just before it subscribes to them, and a topic created
+        a few milliseconds earlier may still have no partition leaders: the group's first
+        assignment then left it out, the consumer's next metadata refresh (10 s later) found
+        it and the group rebalanced, reading its first seconds of input again (one start of a
+        new pipeline in five, here). Any topic still without leaders after
+        :data:`SUBSCRIBE_WAIT_SECONDS` (one nobody created) is subscribed to anyway.
+        """
+        client = self._ensure_consumer()._client
+        deadline = time.monotonic() + SUBSCRIBE_WAIT_SECONDS
+        while True:
+            try:
+                cluster = await client.fetch_all_metadata()
+            except Exception as exc:  # the join reports a broker that is away
+                self.log.warning("Could not read the topics' metadata before subscribing: %r", exc)
+                return
+            waiting = sorted(t for t in topics if not led(cluster, t))
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                self.log.warning(
+                    "Subscribing to %s without partition leaders after %.0f s: the group"
+                    " rebalances once they have some",
+                    ", ".join(waiting),
+                    SUBSCRIBE_WAIT_SECONDS,
+                )
+                return
+            await asyncio.sleep(SUBSCRIBE_POLL_SECONDS)
 
     def _states(self) -> Any:
         subscription = self._ensure_consumer()._subscription.subscription

@@ -44,6 +44,25 @@ async def all_priced(pipeline: Pipeline, since: str = "1970-01-01") -> bool:
     return bool(rows) and rows[0][0] == len(APPS)
 
 
+PIPELINE_TOPICS = ("app-ids", "schedule", "crawl-requests", "prices-raw", "prices-normalized")
+
+
+async def test_a_new_pipeline_is_assigned_every_topic_it_created(pipeline: Pipeline) -> None:
+    """The first worker of a new pipeline creates its topics and is assigned all of them at once.
+
+    A topic created a few milliseconds before the worker subscribes may still show no partition
+    leaders; the group was then assigned without it (nothing read from it), until the
+    consumer's next metadata refresh found it 10 s later and the group rebalanced, reading its
+    first seconds of seeds again. The worker now waits for the leaders before subscribing.
+    """
+    w1 = pipeline.worker("w1")
+    await w1.start()
+    partitions = int(pipeline.env["TOPIC_PARTITIONS"])
+    for short in PIPELINE_TOPICS:
+        assert await w1.partitions(short) == set(range(partitions)), short
+    assert [g for g, _ in joins(w1)] == [1]
+
+
 async def test_a_restarted_worker_rejoins_without_a_rebalance_and_a_twin_is_refused(
     pipeline: Pipeline, steam: FakeSteam
 ) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from steamprice.kafka import committable, skip_to, stalled_at, undelivered
+from steamprice import kafka
+from steamprice.kafka import ConsumerThread, committable, led, skip_to, stalled_at, undelivered
 
 
 def test_commits_the_run_of_acked_offsets_that_starts_at_the_committed_one() -> None:
@@ -83,3 +88,64 @@ def test_stuck_commits_move_on_only_when_the_message_cannot_come() -> None:
         "which holds no message",
     )
     assert skip_to(100, log_start=0, read_again=True, present=100)[0] == 101  # type: ignore[index]
+
+
+class Cluster:
+    """aiokafka's ClusterMetadata as ``led`` reads it: partitions, and those with a leader."""
+
+    def __init__(self, partitions: dict[str, set[int]], leaders: dict[str, set[int]]) -> None:
+        self.partitions, self.leaders = partitions, leaders
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions.get(topic)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.leaders.get(topic)
+
+
+class Client:
+    def __init__(self, *views: Cluster) -> None:
+        self.views = list(views)
+        self.calls = 0
+
+    async def fetch_all_metadata(self) -> Cluster:
+        self.calls += 1
+        return self.views[min(self.calls, len(self.views)) - 1]
+
+
+def thread_with(client: Client) -> ConsumerThread:
+    thread = object.__new__(ConsumerThread)
+    thread._ensure_consumer = lambda: SimpleNamespace(_client=client)  # type: ignore[method-assign]
+    thread.log = logging.getLogger("steamprice.kafka")  # type: ignore[assignment]
+    return thread
+
+
+def test_a_topic_is_led_when_every_partition_has_a_leader() -> None:
+    cluster = Cluster({"a": {0, 1}, "b": {0, 1}, "c": set()}, {"a": {0, 1}, "b": {0}, "c": set()})
+    assert [led(cluster, t) for t in ("a", "b", "c", "d")] == [True, False, False, False]
+
+
+async def test_a_subscription_waits_for_the_leaders_of_topics_just_created(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka, "SUBSCRIBE_POLL_SECONDS", 0.0)
+    both = {"a": {0, 1}, "b": {0, 1}}
+    client = Client(
+        Cluster({"a": {0, 1}}, {"a": {0, 1}}),  # b not created yet
+        Cluster(both, {"a": {0, 1}, "b": set()}),  # created, no leaders yet
+        Cluster(both, both),
+    )
+    await thread_with(client)._until_led({"a", "b"})
+    assert client.calls == 3
+
+
+async def test_a_topic_that_never_gets_leaders_is_subscribed_to_anyway(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka, "SUBSCRIBE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(kafka, "SUBSCRIBE_WAIT_SECONDS", 0.05)
+    client = Client(Cluster({"a": {0}}, {"a": {0}}))
+    with caplog.at_level(logging.WARNING):
+        await thread_with(client)._until_led({"a", "gone"})
+    assert client.calls > 1
+    assert "Subscribing to gone without partition leaders after 0 s" in caplog.text

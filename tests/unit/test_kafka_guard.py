@@ -25,6 +25,8 @@ import faust.transport.conductor
 import faust.transport.producer
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.tables import TableManager as FaustTableManager
@@ -52,6 +54,8 @@ METHODS: list[tuple[type, str, str]] = [
     ),
     (FaustThread, "_ensure_consumer", "self"),
     (FaustThread, "call_thread", "self, fun, *args, **kwargs"),
+    # Overridden: waits for the leaders of the topics first.
+    (FaustThread, "subscribe", "self, topics"),
     (FaustThread, "__init__", "self, consumer, **kwargs"),
     (FaustConsumer, "_new_consumer_thread", "self"),
     (FaustConsumer, "_is_changelog_tp", "self, tp"),
@@ -90,6 +94,7 @@ PRIVATE = {
     "_tp_index",  # the conductor's index of channels by partition
     "_subscription",  # aiokafka's subscription state
     "_coordinator",  # aiokafka consumer's group coordinator
+    "_client",  # aiokafka consumer's client (its cluster metadata, before subscribing)
     "_group_instance_id",  # the coordinator's static member id
     "_handle_pending",  # the producer buffer's task, replaced (see the buffer test below)
     "_send_on_produce_message",  # the producer's on_produce_message signal, sent per message
@@ -192,6 +197,11 @@ def test_the_coordinator_and_recovery_internals_kafka_py_relies_on() -> None:
         GroupCoordinator.__init__
     )
     assert "self._coordinator" in inspect.getsource(AIOKafkaConsumer.__init__)
+    # Before subscribing: the consumer's client reads every topic's partitions and leaders.
+    assert "self._client = AIOKafkaClient(" in inspect.getsource(AIOKafkaConsumer.__init__)
+    assert list(inspect.signature(AIOKafkaClient.fetch_all_metadata).parameters) == ["self"]
+    for name in ("partitions_for_topic", "available_partitions_for_topic"):
+        assert list(inspect.signature(getattr(ClusterMetadata, name)).parameters)[1] == "topic"
     # kafka.TableManager's recovery property fills faust's own cache attribute.
     assert "self._recovery" in inspect.getsource(FaustTableManager.__init__)
     assert isinstance(FaustTableManager.recovery, property)
