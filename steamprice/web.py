@@ -79,6 +79,12 @@ class PrometheusMonitor(FaustPrometheusMonitor):
             operation=self.KEYS_RETRIEVED,
         ).inc(count)
 
+    def on_table_sets(self, table: CollectionT, count: int) -> None:
+        self._table_or_create(table).keys_updated += count
+        self._series(
+            self._metrics.table_operations, table=f"table.{table.name}", operation=self.KEYS_UPDATED
+        ).inc(count)
+
     def on_sends_initiated(self, producer: ProducerT, topic: str, count: int) -> float:
         self._series(self._metrics.topic_messages_sent, topic=f"topic.{topic}").inc(count)
         self.messages_sent += count

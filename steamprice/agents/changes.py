@@ -23,6 +23,7 @@ from steamprice.services import metrics
 from steamprice.steam import PRICED
 from steamprice.tables import (
     partition_reader,
+    partition_writer,
     price_history_table,
     price_key,
     price_state_table,
@@ -45,7 +46,7 @@ ENDS_ENABLED = settings.steam_getitems_max_requests_per_minute > 0
 YIELD_EVERY = 10
 
 
-def rewrite(key: str, stored: Any) -> None:
+def rewrite(key: str, stored: Any, write_state: Any, write_history: Any) -> None:
     """Write a redelivered observation's state (and its key's history) again, as they are.
 
     A record is redelivered after a crash or a rebalance, and its table writes may have died
@@ -56,10 +57,10 @@ def rewrite(key: str, stored: Any) -> None:
     observation for a change again (a second event under another id). Written again, the
     values reach the changelog; it costs a write per redelivered change, only after a fault.
     """
-    price_state_table[key] = stored
+    write_state[key] = stored
     history = price_history_table.get(key)
     if history is not None:
-        price_history_table[key] = history
+        write_history[key] = history
 
 
 async def detect(
@@ -75,6 +76,8 @@ async def detect(
     statuses: Counter[str] = Counter()
     stamp = batch.fetched_at.isoformat()
     read_state = partition_reader(price_state_table, partition)
+    write_state = partition_writer(price_state_table, partition)
+    write_history = partition_writer(price_history_table, partition)
     for n, (app_id, entry) in enumerate(batch.entries, 1):
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
@@ -89,11 +92,11 @@ async def detect(
         stored = read_state(key)
         applied = apply_stored(stored, obs, partial(price_history_table.get, key))
         if applied.history is not None:
-            price_history_table[key] = applied.history
+            write_history[key] = applied.history
         if applied.state is not None:
-            price_state_table[key] = applied.state
+            write_state[key] = applied.state
         elif applied.redelivered:
-            rewrite(key, stored)
+            rewrite(key, stored, write_state, write_history)
         offer = discounted_offer(app_id, obs.initial, obs.final, obs.discount_percent)
         if offer is not None and obs.status == PRICED and ENDS_ENABLED:
             since = current_since(stored, applied, obs)
@@ -116,6 +119,8 @@ async def detect(
         events.extend(applied.events)
         statuses[obs.status] += 1
     read_state.counted()
+    write_state.counted()
+    write_history.counted()
     for status, n in statuses.items():
         metrics.games_processed.labels("normalize", status).inc(n)
     check_id = observations[0].obs_id if observations else ""

@@ -40,7 +40,7 @@ from steamprice.schedule import (
     parse_seed,
 )
 from steamprice.services import metrics
-from steamprice.tables import app_state, app_state_table, partition_reader
+from steamprice.tables import app_state, app_state_table, partition_reader, partition_writer
 from steamprice.topics import (
     app_ids_failed_topic,
     app_ids_topic,
@@ -199,10 +199,12 @@ async def apply_commands(commands: Sequence[ScheduleCommand], partition: int) ->
     read.counted()
     if dispatched:
         await send_crawl_requests(commands[0].at, {partition: dispatched}, reseeded)
+    write = partition_writer(app_state_table, partition)
     for n, (app_id, state) in enumerate(states.items(), 1):
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
-        app_state_table[app_id] = state.to_data()
+        write[app_id] = state.to_data()
+    write.counted()
     for app_id in {cmd.app_id for cmd in commands}:
         due_index.update(app_id, states[app_id] if app_id in states else stored[app_id])
     for cmd, reason in parked:

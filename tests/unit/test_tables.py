@@ -1,4 +1,5 @@
-"""The direct read of a table partition (``tables.partition_reader``) against Faust's own reads.
+"""The direct reads and writes of a table partition (``tables.partition_reader`` and
+``partition_writer``) against Faust's own.
 
 A real RocksDB store on disk, written through Faust's store API as a stream writes it (the
 current event's partition), read back both ways; no broker is needed for a store.
@@ -16,14 +17,24 @@ from typing import Any
 import faust
 import pytest
 from faust.streams import _current_event
+from faust.tables.base import Collection
 
 from steamprice.models import AppState, PriceHistory
-from steamprice.tables import PartitionReader, TableReader, app_state, partition_reader
+from steamprice.tables import (
+    PartitionReader,
+    PartitionWriter,
+    TableReader,
+    TableWriter,
+    app_state,
+    partition_reader,
+    partition_writer,
+)
 
 
 class _Message:
     def __init__(self, partition: int) -> None:
         self.partition = partition
+        self.topic = "source"
 
 
 class _Event:  # weakly referenced, as Faust holds the current event
@@ -162,3 +173,98 @@ def test_stores_it_cannot_read_like_faust_are_read_through_the_table(tmp_path: P
     in_memory = memory.Table("state", key_type=str)
     read = partition_reader(in_memory, 0)
     assert isinstance(read, TableReader) and read.get == in_memory.get
+
+
+class _Buffer:
+    """The producer buffer, as a table write reaches it (``send_soon``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def put(self, fut: Any) -> None:
+        self.sent.append(fut)
+
+
+def _written(buffer: _Buffer) -> list[tuple[Any, ...]]:
+    out = []
+    for fut in buffer.sent:
+        m = fut.message
+        callback = (m.callback.__self__, m.callback.__func__)
+        out.append((m.channel, m.key, m.value, m.partition, m.headers or {}, callback, m.timestamp))
+    return out
+
+
+class _Sets:
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def on_table_sets(self, table: Any, count: int) -> None:
+        self.counts.append(count)
+
+
+async def test_it_writes_what_faust_writes_where_faust_writes_it(app: faust.App) -> None:
+    """The same bytes in the same RocksDB database, the same changelog messages (topic,
+    partition, key, value, the callback that records their offsets), the same counts."""
+    history = PriceHistory(
+        app_id=7, cc="us", currency="USD", low_final=999, low_at=datetime(2025, 8, 17, tzinfo=UTC)
+    )
+    writes = [("7:us", {"app_id": 7, "final": 999}), ("8:us", None), ("7:us", {"final": 1})]
+    results = []
+    for name, how in (("faust", "table"), ("writer", "writer")):
+        buffer = _Buffer()
+        app.producer.buffer = buffer  # type: ignore[attr-defined]
+        states = app.Table(f"{name}-state", key_type=str)
+        histories = app.Table(f"{name}-history", key_type=str, value_type=PriceHistory)
+        app.sensors.add(app.monitor)
+        with processing(3):
+            if how == "table":
+                for key, value in writes:
+                    states[key] = value
+                histories["7:us"] = history
+            else:
+                write, write_history = partition_writer(states, 3), partition_writer(histories, 3)
+                assert isinstance(write, PartitionWriter)
+                for key, value in writes:
+                    write[key] = value
+                write_history["7:us"] = history
+                write.counted()
+                write_history.counted()
+            assert partition_reader(histories, 3)("7:us") == history == histories.get("7:us")
+        store: Any = states.data
+        database = dict(store._db_for_partition(3).items())
+        index = {k: store._key_index[k] for k in (b'"7:us"', b'"8:us"')}
+        sent = [
+            (states if m[0] is states.changelog_topic else histories, *m[1:])
+            for m in _written(buffer)
+        ]
+        sent = [(t.name.split("-")[1], *rest) for t, *rest in sent]
+        counts = [app.monitor._table_or_create(t).keys_updated for t in (states, histories)]
+        results.append((database, index, sent, counts))
+    faust_result, writer_result = results
+    assert writer_result[0] == faust_result[0] == {b'"7:us"': b'{"final":1}', b'"8:us"': b"null"}
+    assert writer_result[1] == faust_result[1] == {b'"7:us"': 3, b'"8:us"': 3}
+    assert [(*m[:5], m[6]) for m in writer_result[2]] == [(*m[:5], m[6]) for m in faust_result[2]]
+    for message in writer_result[2]:  # each table's own callback: the offset reaches RocksDB
+        assert message[5][1] is Collection._on_changelog_sent
+    assert writer_result[3] == faust_result[3] == [3, 1]
+
+
+async def test_the_writes_of_a_batch_are_counted_once_written(app: faust.App) -> None:
+    table = app.Table("state", key_type=str)
+    bulk = _Sets()
+    app.sensors.add(bulk)  # type: ignore[arg-type]
+    with processing(0):
+        write = partition_writer(table, 0)
+        write["1:us"] = {"a": 1}
+        write["2:us"] = {"a": 2}
+        assert bulk.counts == []
+        write.counted()
+        write.counted()  # nothing written since: nothing more counted
+    assert bulk.counts == [2]
+
+
+def test_stores_it_cannot_write_like_faust_are_written_through_the_table(tmp_path: Path) -> None:
+    memory = faust.App("writer-memory", store="memory://", datadir=str(tmp_path / "m"))
+    in_memory = memory.Table("state", key_type=str)
+    write = partition_writer(in_memory, 0)
+    assert isinstance(write, TableWriter) and write.table is in_memory

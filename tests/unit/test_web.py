@@ -93,7 +93,8 @@ def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
 
 
 def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_counts() -> None:
-    """``on_table_gets`` and ``on_sends_*`` (a batch's counts) against Faust's per-call hooks."""
+    """``on_table_gets``, ``on_table_sets`` and ``on_sends_*`` (a batch's counts) against Faust's
+    per-call hooks."""
     from types import SimpleNamespace
 
     from faust.sensors.prometheus import FaustMetrics
@@ -118,6 +119,8 @@ def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_cou
         monitor.time = lambda: 10.0  # type: ignore[method-assign]
         for key in ("1:us", "2:us", "3:us"):
             monitor.on_table_get(table, key)  # type: ignore[arg-type]
+        for key in ("1:us", "2:us"):
+            monitor.on_table_set(table, key, {})  # type: ignore[arg-type]
         states = [monitor.on_send_initiated(None, "a-changelog", None, 1, 2) for _ in range(4)]  # type: ignore[arg-type]
         monitor.time = lambda: 10.25  # type: ignore[method-assign]
         for state in states:
@@ -129,6 +132,7 @@ def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_cou
         monitor = web.PrometheusMonitor(FaustMetrics.create(registry, "faust"))
         monitor.time = lambda: 10.0  # type: ignore[method-assign]
         monitor.on_table_gets(table, 3)  # type: ignore[arg-type]
+        monitor.on_table_sets(table, 2)  # type: ignore[arg-type]
         state = monitor.on_sends_initiated(None, "a-changelog", 4)  # type: ignore[arg-type]
         monitor.time = lambda: 10.25  # type: ignore[method-assign]
         monitor.on_sends_completed(None, state, 4)  # type: ignore[arg-type]
@@ -139,6 +143,7 @@ def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_cou
     assert ours["faust_total_sent_messages_total[]"] == 4
     assert ours["faust_producer_send_latency_count[]"] == 4
     assert monitor.tables["price-state"].keys_retrieved == 3
+    assert monitor.tables["price-state"].keys_updated == 2
     assert monitor.messages_sent == faust_monitor.messages_sent == 4
     assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
     assert list(monitor.send_latency) == list(faust_monitor.send_latency) == [0.25] * 4
