@@ -57,7 +57,9 @@ def create_app(settings: Settings) -> faust.App:
         stream_recovery_delay=0.0,
         # On a fresh cluster a topic the worker just created can be missing from the metadata
         # the group is assigned with; the consumer only takes it on at its next metadata
-        # refresh (default: 5 minutes without consuming seeds). Found by the fault suite.
+        # refresh (default: 5 minutes without consuming seeds). Found by the fault suite. The
+        # consumer now waits for the topics' leaders before it subscribes (kafka.py); this
+        # refresh stays for topics created later, by someone else.
         consumer_metadata_max_age_ms=10_000,
         allow_untested_versions=settings.allow_untested_faust,
         # A restarted worker takes its partitions back at once (docs/operations.md).
