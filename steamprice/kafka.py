@@ -108,12 +108,11 @@ BUFFER_MESSAGES = 2000
 BUFFER_LOG_SECONDS = 60.0
 # Most table writes the buffer hands to the Kafka producer in one go (grouped by partition).
 BUFFER_ROUND_MESSAGES = 1000
-# The releases whose internals this module was proven against (rebalance and fault suites).
 # How long a subscription waits for the partition leaders of topics just created (then it goes
 # ahead, and the consumer's metadata refresh takes the topic on later, with a rebalance).
 SUBSCRIBE_WAIT_SECONDS = 15.0
 SUBSCRIBE_POLL_SECONDS = 0.1
-
+# The releases whose internals this module was proven against (rebalance and fault suites).
 PROVEN_WITH = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 
 

@@ -153,9 +153,10 @@ class AppState:
     the seed dedupe window is due (None: no re-check waits).
 
     Not a Record: the schedule agent reads, copies and writes one twice per app of a first sweep
-    (seed, then priced), and a Record costs about ten times as much to build and decode. The
-    table holds :meth:`to_data` (the same JSON a Record of these fields had, so states written
-    by earlier versions read back unchanged) and :meth:`from_data` reads it.
+    (seed, then priced), and a Record costs five times as much to build and decode, fifteen
+    times as much to copy. The table holds :meth:`to_data` (the same JSON a Record of these
+    fields had, so states written by earlier versions read back unchanged) and
+    :meth:`from_data` reads it.
     """
 
     app_id: int

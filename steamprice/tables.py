@@ -14,7 +14,7 @@ from steamprice.models import AppState, PriceHistory
 
 # Schedule and health per app, keyed by app id; written by the schedule agent only (schedule
 # topic, keyed by app id). Values are the JSON of an AppState (``to_data``; no value type: a
-# Record would cost ten times as much to build, twice per app of a sweep): read them with
+# Record would cost five times as much to build, twice per app of a sweep): read them with
 # :func:`app_state`.
 app_state_table = app.Table("app-state", key_type=int, help="Per-app schedule and failures")
 
