@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -72,16 +73,10 @@ class PartitionReader:
     def counted(self) -> None:
         """Count the reads since the last call on the table's sensors."""
         reads, self.reads = self.reads, []
-        if not reads:
-            return
         table = self.table
-        for sensor in table.app.sensors:
-            bulk = getattr(sensor, "on_table_gets", None)
-            if bulk is not None:
-                bulk(table, len(reads))
-            else:
-                for key in reads:
-                    sensor.on_table_get(table, key)
+        count_on_sensors(
+            table, reads, "on_table_gets", lambda sensor, key: sensor.on_table_get(table, key)
+        )
 
 
 class TableReader:
@@ -156,8 +151,10 @@ class PartitionWriter:
     def counted(self) -> None:
         """Count the writes since the last call on the table's sensors."""
         writes, self.writes = self.writes, []
-        if writes:
-            count_sets(self.table, writes)
+        table = self.table
+        count_on_sensors(
+            table, writes, "on_table_sets", lambda sensor, kv: sensor.on_table_set(table, *kv)
+        )
 
 
 class TableWriter:
@@ -173,17 +170,21 @@ class TableWriter:
         pass
 
 
-def count_sets(table: Any, writes: list[tuple[Any, Any]]) -> None:
-    """The ``(key, value)`` writes of ``table`` on its sensors: in one call to a sensor that
-    takes a count (``on_table_sets``, as ``web.PrometheusMonitor``), else once per write as
-    Faust does."""
+def count_on_sensors(
+    table: Any, calls: list[Any], bulk_hook: str, each: Callable[[Any, Any], None]
+) -> None:
+    """A batch's reads or writes of ``table`` on its sensors: in one call to a sensor that
+    takes a count (``bulk_hook``: ``on_table_gets``/``on_table_sets``, as
+    ``web.PrometheusMonitor``), else ``each(sensor, call)`` per read or write, as Faust does."""
+    if not calls:
+        return
     for sensor in table.app.sensors:
-        bulk = getattr(sensor, "on_table_sets", None)
+        bulk = getattr(sensor, bulk_hook, None)
         if bulk is not None:
-            bulk(table, len(writes))
+            bulk(table, len(calls))
         else:
-            for key, value in writes:
-                sensor.on_table_set(table, key, value)
+            for call in calls:
+                each(sensor, call)
 
 
 def _rocksdb_partitions(table: Any) -> bool:
