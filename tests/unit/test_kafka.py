@@ -1,16 +1,31 @@
-"""The pure parts of ``steamprice.kafka``: commit offsets, leftovers of a batch, stuck commits."""
+"""The parts of ``steamprice.kafka`` that need no broker: commit offsets, leftovers of a batch,
+stuck commits, the subscription wait, deliveries to the conductor."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mode import Service
+from mode.utils.locks import Event
 
 from steamprice import kafka
-from steamprice.kafka import ConsumerThread, committable, led, skip_to, stalled_at, undelivered
+from steamprice.kafka import (
+    ConsumerThread,
+    Resumed,
+    committable,
+    led,
+    skip_to,
+    stalled_at,
+    undelivered,
+)
 
 
 def test_commits_the_run_of_acked_offsets_that_starts_at_the_committed_one() -> None:
@@ -149,3 +164,121 @@ async def test_a_topic_that_never_gets_leaders_is_subscribed_to_anyway(
         await thread_with(client)._until_led({"a", "gone"})
     assert client.calls > 1
     assert "Subscribing to gone without partition leaders after 0 s" in caplog.text
+
+
+class Deliverer(Service):
+    """What ``Consumer._deliver`` uses of a consumer: ``wait_first`` and ``suspend_flow``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = Event()
+
+    async def deliver(self, callback: Any, message: str) -> None:
+        await kafka.Consumer._deliver(cast(Any, self), callback, cast(Any, message))
+
+
+@pytest.fixture
+async def deliverer() -> AsyncIterator[Deliverer]:
+    service = Deliverer()
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@contextmanager
+def tasks_created() -> Iterator[list[object]]:
+    """Every task created on the running loop inside the block."""
+    loop = asyncio.get_running_loop()
+    created: list[object] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        yield created
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_a_delivery_that_does_not_wait_runs_at_once_without_a_task(
+    deliverer: Deliverer,
+) -> None:
+    got = []
+
+    async def conductor(message: str) -> None:
+        got.append(message)
+
+    with tasks_created() as created:
+        for message in ("a", "b"):
+            await deliverer.deliver(conductor, message)
+    assert got == ["a", "b"]
+    assert created == []  # Faust's race made four per message
+
+
+async def test_a_delivery_that_waits_is_finished_in_faust_s_race(deliverer: Deliverer) -> None:
+    loop = asyncio.get_running_loop()
+    room = loop.create_future()
+    got = []
+
+    async def conductor(message: str) -> None:
+        got.append(await room)  # a full agent queue
+        await asyncio.sleep(0)
+        got.append(message)
+
+    loop.call_later(0.01, room.set_result, "room")
+    await deliverer.deliver(conductor, "a")
+    assert got == ["room", "a"]
+
+
+async def test_a_suspended_flow_cancels_a_delivery_that_waits(deliverer: Deliverer) -> None:
+    seen: list[str] = []
+
+    async def conductor(message: str) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # never room
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    asyncio.get_running_loop().call_later(0.01, deliverer.suspend_flow.set)
+    await asyncio.wait_for(deliverer.deliver(conductor, "a"), 5)
+    await asyncio.sleep(0)  # the cancellation reaches the coroutine
+    assert seen == ["cancelled"]
+
+
+async def test_a_delivery_s_error_reaches_the_drain_loop_before_or_after_a_wait(
+    deliverer: Deliverer,
+) -> None:
+    async def at_once(message: str) -> None:
+        raise ValueError(message)
+
+    async def later(message: str) -> None:
+        await asyncio.sleep(0.001)
+        raise KeyError(message)
+
+    with pytest.raises(ValueError, match="a"):
+        await deliverer.deliver(at_once, "a")
+    with pytest.raises(KeyError, match="b"):
+        await deliverer.deliver(later, "b")
+
+
+async def test_a_resumed_coroutine_returns_its_value_and_takes_a_throw() -> None:
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+    second: asyncio.Future[str] = loop.create_future()
+
+    async def work() -> str:
+        try:
+            await first
+        except LookupError:
+            return await second + " after the error"
+        return "no error"
+
+    coro = work()
+    task: asyncio.Future[str] = asyncio.ensure_future(Resumed(coro, coro.send(None)))
+    first.set_exception(LookupError())
+    await asyncio.sleep(0)
+    second.set_result("value")
+    assert await task == "value after the error"
