@@ -14,7 +14,7 @@ from faust import web
 from faust.sensors import Monitor
 from faust.sensors.prometheus import FaustMetrics, setup_prometheus_sensors
 from faust.sensors.prometheus import PrometheusMonitor as FaustPrometheusMonitor
-from faust.types import CollectionT, ProducerT
+from faust.types import TP, CollectionT, EventT, Message, ProducerT, StreamT
 from faust.types.tuples import PendingMessage
 from mode import Service
 
@@ -34,12 +34,17 @@ class PrometheusMonitor(FaustPrometheusMonitor):
 
     Every table read and write and every message sent (a table write is one, to its changelog)
     looked its series up by labels (``labels(...)``: a few microseconds, several times per
-    observation of a first sweep). The series are the same, and so are the values.
+    observation of a first sweep), and every message and event received twice more (one seed
+    is one of each). The series are the same, and so are the values.
     """
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
         super().__init__(metrics, **kwargs)
         self._labelled: dict[tuple[Any, ...], Any] = {}
+        # The per-message hooks' series, by partition and by stream (Faust built the stream's
+        # label with a regular expression per event).
+        self._by_tp: dict[TP, tuple[Any, Any]] = {}
+        self._by_stream: dict[StreamT[Any], Any] = {}
 
     def _series(self, metric: Any, **labels: str) -> Any:
         key = (id(metric), *labels.values())
@@ -47,6 +52,36 @@ class PrometheusMonitor(FaustPrometheusMonitor):
         if series is None:
             series = self._labelled[key] = metric.labels(**labels)
         return series
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        Monitor.on_message_in(self, tp, offset, message)
+        metrics = self._metrics
+        metrics.messages_received.inc()
+        metrics.active_messages.inc()
+        series = self._by_tp.get(tp)
+        if series is None:
+            series = self._by_tp[tp] = (
+                metrics.messages_received_per_topics.labels(topic=tp.topic),
+                metrics.messages_received_per_topics_partition.labels(
+                    topic=tp.topic, partition=tp.partition
+                ),
+            )
+        series[0].inc()
+        series[1].set(offset)
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
+    ) -> dict[str, Any] | None:
+        state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
+        metrics = self._metrics
+        metrics.total_events.inc()
+        metrics.total_active_events.inc()
+        series = self._by_stream.get(stream)
+        if series is None:
+            label = f"stream.{self._stream_label(stream)}.events"
+            series = self._by_stream[stream] = metrics.total_events_per_stream.labels(stream=label)
+        series.inc()
+        return state
 
     def on_table_get(self, table: CollectionT, key: Any) -> None:
         Monitor.on_table_get(self, table, key)

@@ -53,14 +53,27 @@ def test_what_the_consumer_repaired_is_counted_once() -> None:
 
 
 def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
-    """The per-key hooks look their series up once; the series and values stay Faust's."""
+    """The per-key and per-message hooks look their series up once; the series and values stay
+    Faust's."""
     from types import SimpleNamespace
 
     from faust.sensors.prometheus import FaustMetrics
     from faust.sensors.prometheus import PrometheusMonitor as FaustPrometheusMonitor
+    from faust.types import TP
     from prometheus_client import CollectorRegistry
 
     from steamprice import web
+
+    class Agent:  # a stream's task owner (held by weak reference)
+        pass
+
+    class Stream:
+        def __init__(self, label: str) -> None:
+            self.shortlabel = f"Stream: Topic: {label}"
+            self.task_owner = Agent()
+
+    intake, crawl = Stream("it.app-ids"), Stream("it.crawl-requests")
+    seeds_3, seeds_1 = TP("it.app-ids", 3), TP("it.app-ids", 1)
 
     def run(monitor_class: type[FaustPrometheusMonitor]) -> tuple[dict[str, float], Any]:
         registry = CollectorRegistry()
@@ -71,6 +84,11 @@ def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
         monitor.on_table_set(table, "1:us", b"{}")  # type: ignore[arg-type]
         for topic in ("a-changelog", "a-changelog", "b"):
             monitor.on_send_initiated(None, topic, None, 1, 2)  # type: ignore[arg-type]
+        # A seed's path: a message in, an event in a stream (two streams, two partitions).
+        for stream, tp, offset in ((intake, seeds_3, 7), (intake, seeds_3, 8), (crawl, seeds_1, 2)):
+            message = SimpleNamespace(time_in=None)
+            monitor.on_message_in(tp, offset, message)  # type: ignore[arg-type]
+            monitor.on_stream_event_in(tp, offset, stream, None)  # type: ignore[arg-type]
         samples = {
             f"{s.name}{sorted(s.labels.items())}": s.value
             for metric in registry.collect()
@@ -90,6 +108,17 @@ def test_the_faust_sensor_counts_what_fausts_own_counts() -> None:
     )
     assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
     assert monitor.tables["price-state"].keys_retrieved == 3
+    assert (
+        ours[
+            "faust_messages_received_per_topics_partition[('partition', '3'), ('topic', 'it.app-ids')]"
+        ]
+        == 8
+    )
+    assert (
+        ours["faust_total_events_per_stream_total[('stream', 'stream.topic_it.app-ids.events')]"]
+        == 2
+    )
+    assert monitor.events_by_stream == faust_monitor.events_by_stream
 
 
 def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_counts() -> None:
