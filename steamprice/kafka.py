@@ -96,6 +96,7 @@ from steamprice.local_state import (
     remember_member_id,
 )
 from steamprice.logs import fatal
+from steamprice.runtime import tune_garbage_collector
 
 logger = logging.getLogger(__name__)
 
@@ -962,6 +963,7 @@ class Worker(faust.Worker):
 
     async def on_start(self) -> None:
         await super().on_start()  # logging is set up by now
+        tune_garbage_collector()
         if self.untested:
             logger.warning(
                 "ALLOW_UNTESTED_FAUST=true: %s; messages may be lost around rebalances",
