@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
 from itertools import repeat
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from faust import web
 from faust.sensors import Monitor
@@ -44,7 +46,7 @@ class PrometheusMonitor(FaustPrometheusMonitor):
         # The per-message hooks' series, by partition and by stream (Faust built the stream's
         # label with a regular expression per event).
         self._by_tp: dict[TP, tuple[Any, Any]] = {}
-        self._by_stream: dict[StreamT[Any], Any] = {}
+        self._by_stream: MutableMapping[StreamT[Any], Any] = WeakKeyDictionary()  # as Faust's
 
     def _series(self, metric: Any, **labels: str) -> Any:
         key = (id(metric), *labels.values())
