@@ -65,11 +65,12 @@ class PartitionReader:
         self.table = table
         self.reads: list[Any] = []
         self._get = store._db_for_partition(partition).get
+        self._encode_key = key_encoder(store)
         self._loads = orjson.loads if table.value_type is None else store._decode_value
 
     def __call__(self, key: Any) -> Any:
         self.reads.append(key)
-        value = self._get(orjson.dumps(key))
+        value = self._get(self._encode_key(key))
         return None if value is None else self._loads(value)
 
     def counted(self) -> None:
@@ -119,7 +120,7 @@ class PartitionWriter:
         self.writes: list[tuple[Any, Any]] = []
         self._put = store._db_for_partition(partition).put
         self._index = store._key_index
-        self._encode_key = json_encoder(store.key_serializer, None, store._encode_key)
+        self._encode_key = key_encoder(store)
         self._encode_value = json_encoder(
             store.value_serializer, store.value_type, store._encode_value
         )
@@ -162,14 +163,19 @@ class PartitionWriter:
 
 
 def json_encoder(
-    serializer: Any, value_type: Any, encode: Callable[[Any], bytes | None]
+    serializer: Any, record_type: Any, encode: Callable[[Any], bytes | None]
 ) -> Callable[[Any], bytes | None]:
     """``encode`` (the store's), or what it ends in when the table's serializer is Faust's
     ``json`` codec and its values are plain (no Record type): the same bytes, without the
     registry's and the codec's layers (measured: 2.3 us a value through them, 0.9 direct)."""
-    if serializer == "json" and value_type is None:
+    if serializer == "json" and record_type is None:
         return _json_bytes
     return encode
+
+
+def key_encoder(store: Any) -> Callable[[Any], bytes | None]:
+    """How a table's keys are encoded, for reads and writes alike (keys are ids and strings)."""
+    return json_encoder(store.key_serializer, None, store._encode_key)
 
 
 def _json_bytes(value: Any) -> bytes:
