@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=2.0,
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,
+        fetch_wait=settings.fetch_wait_ms / 1000,
+        fetch_min_bytes=settings.fetch_min_bytes,
         # Sinks may legitimately wait on a database outage or a Discord pause for minutes.
         broker_max_poll_interval=3600.0,
         stream_recovery_delay=0.0,

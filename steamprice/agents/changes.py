@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from functools import partial
+from time import monotonic
 from typing import Any
 
 from steamprice.app import app, settings
@@ -39,11 +39,14 @@ logger = logging.getLogger(__name__)
 
 # End dates are asked only while GetItems has a pace (0 switches them off).
 ENDS_ENABLED = settings.steam_getitems_max_requests_per_minute > 0
-# Entries of a batch applied between two turns of the other tasks. A first sweep's batch of 100
-# holds the event loop ~15 ms, and the MySQL sink needs a turn for each step of a transaction
-# (a query sent, an answer read): with a turn only per batch it fell behind by thousands of
-# records during a first sweep and caught up only at the end, while the worker waited on MySQL.
-YIELD_EVERY = 10
+# The longest a batch holds the event loop before the other tasks get a turn (checked every
+# YIELD_CHECK entries). A first sweep's batch of 100 takes ~15 ms, and the MySQL sink needs a
+# turn for each step of a transaction (a query sent, an answer read): with a turn only per batch
+# it fell behind by thousands of records during a first sweep and caught up only at the end,
+# while the worker waited on MySQL. A turn every 10 entries kept it up, but cost a re-sweep
+# (~2 ms a batch) ten turns of the loop per batch, each a poll of its sockets.
+YIELD_SECONDS = 0.0015
+YIELD_CHECK = 10
 
 
 def rewrite(key: str, stored: Any, write_state: Any, write_history: Any) -> None:
@@ -70,7 +73,7 @@ async def detect(
 
     Also returns the batch's discounted observations of the current price: the end-date agent
     decides which of them GetItems is asked about. Lets the other tasks of the worker run every
-    :data:`YIELD_EVERY` entries (see there).
+    :data:`YIELD_SECONDS` (see there).
     """
     observations, news, events, asks = [], [], [], []
     statuses: Counter[str] = Counter()
@@ -78,9 +81,11 @@ async def detect(
     read_state = partition_reader(price_state_table, partition)
     write_state = partition_writer(price_state_table, partition)
     write_history = partition_writer(price_history_table, partition)
+    turn_ends = monotonic() + YIELD_SECONDS
     for n, (app_id, entry) in enumerate(batch.entries, 1):
-        if n % YIELD_EVERY == 0:
+        if n % YIELD_CHECK == 0 and monotonic() >= turn_ends:
             await asyncio.sleep(0)
+            turn_ends = monotonic() + YIELD_SECONDS
         obs, problem = normalize(app_id, batch.cc, batch.fetched_at, entry, stamp)
         if problem:
             # Still applied as ``unknown``: the app was answered, just oddly.
@@ -132,7 +137,7 @@ async def detect(
 async def detect_changes(stream: Any) -> None:
     """prices-raw -> prices-normalized (same partition) and one price-changes record per event."""
     async for event in stream.events():
-        started = time.monotonic()
+        started = monotonic()
         try:
             batch = read_raw(event.value)
         except BadRecord as exc:
@@ -154,4 +159,4 @@ async def detect_changes(stream: Any) -> None:
             await price_changes_topic.send(key=change.app_id, value=change)
             metrics.price_changes.labels(change.kind).inc()
         metrics.batch_size.labels("changes").observe(len(observed.observations))
-        metrics.task_duration_seconds.labels("changes").observe(time.monotonic() - started)
+        metrics.task_duration_seconds.labels("changes").observe(monotonic() - started)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from steamprice.agents import changes
 from steamprice.agents.changes import detect_changes
 from steamprice.app import app
 from steamprice.batches import RawBatch, partition_for, raw_record, read_observed
@@ -160,13 +161,41 @@ async def test_an_odd_entry_is_stored_as_unknown(drive: Driver, metrics: Metrics
     assert metrics.games_processed.labels("normalize", "unknown")._value.get() == 1
 
 
-async def test_other_tasks_run_while_a_batch_is_applied(drive: Driver, sent: Sent) -> None:
+class Clock:
+    """The change agent's clock, moved by hand: ``step`` seconds pass at each reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 1000.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_other_tasks_run_while_a_batch_is_applied(
+    drive: Driver, sent: Sent, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch of 100 holds the event loop for ~15 ms on a first sweep: the MySQL sink, which
     needs a turn for each step of a transaction, must get turns during it, not only after."""
     apps = [a for a in range(1, 5000) if partition_for(a, PARTITIONS) == PARTITION][:100]
     state_log = price_state_table.changelog_topic.get_topic_name()
+    monkeypatch.setattr(changes, "monotonic", Clock(step=0.001))  # a slow batch
     # Table writes done, at each turn another task got.
     async with turns(lambda: sum(1 for r in sent.records if r.topic == state_log)) as seen:
         await drive(raw(T0, dict.fromkeys(apps, 1999)))
     assert len(drive.table_writes()) == 100
     assert any(0 < writes < 100 for writes in seen), "no turn for anyone mid-batch"
+
+
+async def test_a_quick_batch_keeps_the_loop_until_it_is_applied(
+    drive: Driver, sent: Sent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-sweep's batch takes ~2 ms: a turn of the event loop every few entries (a poll of
+    every socket each) cost more than the entries; turns come every YIELD_SECONDS instead."""
+    apps = [a for a in range(1, 5000) if partition_for(a, PARTITIONS) == PARTITION][:100]
+    state_log = price_state_table.changelog_topic.get_topic_name()
+    monkeypatch.setattr(changes, "monotonic", Clock(step=changes.YIELD_SECONDS / 100))
+    async with turns(lambda: sum(1 for r in sent.records if r.topic == state_log)) as seen:
+        await drive(raw(T0, dict.fromkeys(apps, 1999)))
+    assert len(drive.table_writes()) == 100
+    assert not any(0 < writes < 100 for writes in seen), "turns mid-batch before their time"

@@ -17,6 +17,7 @@ from mode import Service
 from mode.utils.locks import Event
 
 from steamprice import kafka
+from steamprice.app import app, settings
 from steamprice.kafka import (
     ConsumerThread,
     Resumed,
@@ -133,6 +134,17 @@ def thread_with(client: Client) -> ConsumerThread:
     thread._ensure_consumer = lambda: SimpleNamespace(_client=client)  # type: ignore[method-assign]
     thread.log = logging.getLogger("steamprice.kafka")  # type: ignore[assignment]
     return thread
+
+
+async def test_the_worker_consumer_asks_the_broker_to_gather_its_fetches() -> None:
+    """Faust's consumer asks for 1 byte: every fetch of a busy worker came back with a record or
+    two. The worker's asks for the app's ``fetch_min_bytes``, waiting at most ``fetch_wait``."""
+    fetching = kafka.App("fetch-test", broker="kafka://127.0.0.1:1", fetch_wait=0.3)
+    consumer = fetching.consumer.thread._create_worker_consumer(fetching.transport)
+    assert consumer._fetch_min_bytes == kafka.FETCH_MIN_BYTES == 1 << 20
+    assert consumer._fetch_max_wait_ms == 300
+    assert app.fetch_wait == settings.fetch_wait_ms / 1000 == kafka.FETCH_WAIT_SECONDS
+    assert app.fetch_min_bytes == settings.fetch_min_bytes == kafka.FETCH_MIN_BYTES
 
 
 def test_a_topic_is_led_when_every_partition_has_a_leader() -> None:

@@ -58,6 +58,8 @@ METHODS: list[tuple[type, str, str]] = [
     # Overridden: waits for the leaders of the topics first.
     (FaustThread, "subscribe", "self, topics"),
     (FaustThread, "__init__", "self, consumer, **kwargs"),
+    # Overridden: the consumer it builds fetches as the app says (fetch.min.bytes, max wait).
+    (FaustThread, "_create_worker_consumer", "self, transport"),
     (FaustConsumer, "_new_consumer_thread", "self"),
     (FaustConsumer, "_is_changelog_tp", "self, tp"),
     (FaustConsumer, "_getmany", "self, active_partitions, timeout"),
@@ -103,6 +105,8 @@ PRIVATE = {
     "_group_instance_id",  # the coordinator's static member id
     "_handle_pending",  # the producer buffer's task, replaced (see the buffer test below)
     "_send_on_produce_message",  # the producer's on_produce_message signal, sent per message
+    "_fetch_min_bytes",  # the aiokafka consumer's fetch settings, handed to its fetcher
+    "_fetch_max_wait_ms",
 }
 # faust-streaming 0.15.3's ``Consumer._drain_messages``, as kafka.py copies it.
 DRAIN_LOOP_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
@@ -163,6 +167,16 @@ def test_the_drain_loop_kafka_py_copies_is_faust_s_own() -> None:
         and "callback(message), self.suspend_flow.wait()" in source
     )
     assert "await deliver(callback, message)" in inspect.getsource(kafka.Consumer._drain_messages)
+
+
+def test_the_aiokafka_consumer_hands_its_fetch_settings_to_its_fetcher() -> None:
+    """kafka.py sets them on the consumer after Faust built it, before it starts."""
+    init, start = (
+        inspect.getsource(f) for f in (AIOKafkaConsumer.__init__, AIOKafkaConsumer.start)
+    )
+    for name in ("fetch_min_bytes", "fetch_max_wait_ms"):
+        assert f"self._{name} = {name}" in init
+        assert f"{name}=self._{name}," in start
 
 
 def test_the_message_and_app_fields_kafka_py_reads() -> None:

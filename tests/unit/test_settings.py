@@ -71,6 +71,9 @@ def test_environment_and_dotenv(
         ("GROUP_INSTANCE_ID", "host 1", "GROUP_INSTANCE_ID"),
         ("GROUP_INSTANCE_ID", "x" * 250, "GROUP_INSTANCE_ID"),
         ("BROKER_SESSION_TIMEOUT", "5", "BROKER_SESSION_TIMEOUT"),
+        ("FETCH_WAIT_MS", "60000", "FETCH_WAIT_MS"),
+        ("FETCH_WAIT_MS", "-1", "FETCH_WAIT_MS"),
+        ("FETCH_MIN_BYTES", "0", "FETCH_MIN_BYTES"),
     ],
 )
 def test_bad_values_name_the_setting(
