@@ -169,11 +169,17 @@ class ObservedBatch:
 
 
 def observed_record(batch: ObservedBatch) -> dict[str, Any]:
-    """The JSON value of a ``prices-normalized`` record (observations as objects, kcat-readable)."""
+    """The JSON value of a ``prices-normalized`` record: every app checked (``app_ids``) and the
+    observations among them that are news, as objects (kcat-readable).
+
+    Only the news: the sink stores nothing else, and a re-sweep of an unchanged catalog has
+    almost none, so its records are a list of ids (the unchanged prices are in ``prices-raw``).
+    """
     return {
         "cc": batch.cc,
         "checked_at": _iso(batch.checked_at),
         "check_id": batch.check_id,
+        "app_ids": batch.app_ids,
         "observations": [
             {
                 "app_id": o.app_id,
@@ -183,18 +189,21 @@ def observed_record(batch: ObservedBatch) -> dict[str, Any]:
                 "final": o.final,
                 "discount_percent": o.discount_percent,
                 "obs_id": o.obs_id,
-                "news": new,
             }
             for o, new in zip(batch.observations, batch.news, strict=True)
+            if new
         ],
     }
 
 
 def read_observed(value: Any, news_only: bool = False) -> ObservedBatch:
-    """A ``prices-normalized`` record: a batch, or one ``Observation`` (before batches: stored).
+    """A ``prices-normalized`` record: the news of a batch and every app checked; or, as written
+    before, every observation of a batch each flagged ``news``; or one ``Observation`` (before
+    batches: stored).
 
-    ``news_only``: build only the observations flagged news (the sink stores nothing else, and a
-    re-sweep flags almost none); ``checked`` then lists every app of the batch.
+    ``news_only``: build only the observations flagged news (the sink stores nothing else); the
+    result's ``checked`` then lists every app of the batch. Records of the current shape hold
+    the news only: ``checked`` is always set for them.
     """
     if not isinstance(value, Mapping):
         raise BadRecord(f"not a JSON object: {value!r:.80}")
@@ -202,21 +211,23 @@ def read_observed(value: Any, news_only: bool = False) -> ObservedBatch:
         if "observations" not in value:
             obs = _observation(value, str(value["cc"]), _time(value["observed_at"]))
             return ObservedBatch(obs.cc, obs.observed_at, obs.obs_id, [obs], [True])
-        cc, at = str(value["cc"]), _time(value["checked_at"])
+        cc, at, check_id = str(value["cc"]), _time(value["checked_at"]), str(value["check_id"])
         items = value["observations"]
+        if "app_ids" in value:
+            stored = [_observation(item, cc, at) for item in items]
+            checked = [int(a) for a in value["app_ids"]]
+            return ObservedBatch(cc, at, check_id, stored, [True] * len(stored), checked)
         news = [bool(item.get("news", True)) for item in items]
         if news_only:
             return ObservedBatch(
                 cc,
                 at,
-                str(value["check_id"]),
+                check_id,
                 [_observation(item, cc, at) for item, new in zip(items, news, strict=True) if new],
                 [True] * sum(news),
                 [item["app_id"] for item in items],
             )
-        return ObservedBatch(
-            cc, at, str(value["check_id"]), [_observation(item, cc, at) for item in items], news
-        )
+        return ObservedBatch(cc, at, check_id, [_observation(item, cc, at) for item in items], news)
     except BadRecord:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from steamprice.models import (
@@ -21,7 +22,7 @@ from steamprice.models import (
     PriceState,
     SeenObservation,
 )
-from steamprice.steam import NO_PRICE, PRICED, UNKNOWN, parse_entry
+from steamprice.steam import NO_PRICE, PRICED, UNKNOWN, ParsedEntry, parse_entry
 
 # How many applied observations a state remembers, to re-emit events of redelivered ones.
 RECENT_OBSERVATIONS = 8
@@ -73,19 +74,23 @@ def normalize(
 ) -> tuple[Observation, str]:
     """Turn one app's raw Steam entry into an observation; the second value names any oddity."""
     parsed = parse_entry(entry)
-    return (
-        Observation(
-            app_id=app_id,
-            cc=cc,
-            status=parsed.status,
-            currency=parsed.currency,
-            initial=parsed.initial,
-            final=parsed.final,
-            discount_percent=parsed.discount_percent,
-            observed_at=fetched_at,
-            obs_id=observation_id(app_id, cc, fetched_at, stamp),
-        ),
-        parsed.problem,
+    return observed(app_id, cc, fetched_at, parsed, stamp), parsed.problem
+
+
+def observed(
+    app_id: int, cc: str, fetched_at: datetime, parsed: ParsedEntry, stamp: str = ""
+) -> Observation:
+    """The observation of an entry :func:`~steamprice.steam.parse_entry` read."""
+    return Observation(
+        app_id=app_id,
+        cc=cc,
+        status=parsed.status,
+        currency=parsed.currency,
+        initial=parsed.initial,
+        final=parsed.final,
+        discount_percent=parsed.discount_percent,
+        observed_at=fetched_at,
+        obs_id=observation_id(app_id, cc, fetched_at, stamp),
     )
 
 
@@ -321,6 +326,33 @@ def apply_observation(
 
 def _stored_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+@lru_cache(maxsize=256)
+def _iso_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)  # the apps of a batch share one stored time or a few
+
+
+def unchanged(stored: Mapping[str, Any], parsed: ParsedEntry, fetched_at: datetime) -> bool:
+    """Whether an entry fetched at ``fetched_at`` leaves the stored state as it is, and cannot
+    be one of the observations the state was made of: :func:`apply_stored` answers
+    ``Applied()`` then, and the observation itself (its id, its Record) is not needed.
+
+    A re-sweep of an unchanged catalog is nearly only such entries. Every observation a state
+    lists in ``recent`` was applied at or before the state's ``observed_at`` (an older one is
+    never applied, and each applied one becomes the state), so a later fetch is no redelivery.
+    """
+    if not (
+        stored["status"] == parsed.status
+        and stored["currency"] == parsed.currency
+        and stored["initial"] == parsed.initial
+        and stored["final"] == parsed.final
+        and effective_discount(stored["initial"], stored["final"], stored["discount_percent"])
+        == effective_discount(parsed.initial, parsed.final, parsed.discount_percent)
+    ):
+        return False
+    at = stored["observed_at"]
+    return fetched_at > (_iso_time(at) if type(at) is str else at)
 
 
 def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:

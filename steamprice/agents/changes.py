@@ -17,10 +17,10 @@ from typing import Any
 from steamprice.app import app, settings
 from steamprice.batches import BadRecord, ObservedBatch, RawBatch, observed_record, read_raw
 from steamprice.enddates import Ask, asks_record, discounted_offer
-from steamprice.models import PriceChange
-from steamprice.pricing import apply_stored, current_since, normalize
+from steamprice.models import Observation, PriceChange
+from steamprice.pricing import apply_stored, current_since, observation_id, observed, unchanged
 from steamprice.services import metrics
-from steamprice.steam import PRICED
+from steamprice.steam import PRICED, parse_entry
 from steamprice.tables import (
     partition_reader,
     partition_writer,
@@ -71,30 +71,46 @@ async def detect(
 ) -> tuple[ObservedBatch, list[PriceChange], list[Ask]]:
     """Normalise and apply every entry of ``batch`` (read from ``partition``) to the tables.
 
+    The observed batch holds the news only (what the sink stores) and every app checked. An
+    entry that leaves its stored state as it is (:func:`pricing.unchanged`: the same price,
+    fetched after the state) costs a parse and a read, nothing more; any other goes the whole
+    way (:func:`pricing.apply_stored`), as does a discounted price while end dates are asked.
     Also returns the batch's discounted observations of the current price: the end-date agent
     decides which of them GetItems is asked about. Lets the other tasks of the worker run every
     :data:`YIELD_SECONDS` (see there).
     """
-    observations, news, events, asks = [], [], [], []
+    news: list[Observation] = []
+    events: list[PriceChange] = []
+    asks: list[Ask] = []
     statuses: Counter[str] = Counter()
-    stamp = batch.fetched_at.isoformat()
+    cc, fetched_at, entries = batch.cc, batch.fetched_at, batch.entries
+    stamp = fetched_at.isoformat()
     read_state = partition_reader(price_state_table, partition)
     write_state = partition_writer(price_state_table, partition)
     write_history = partition_writer(price_history_table, partition)
     turn_ends = monotonic() + YIELD_SECONDS
-    for n, (app_id, entry) in enumerate(batch.entries, 1):
+    for n, (app_id, entry) in enumerate(entries, 1):
         if n % YIELD_CHECK == 0 and monotonic() >= turn_ends:
             await asyncio.sleep(0)
             turn_ends = monotonic() + YIELD_SECONDS
-        obs, problem = normalize(app_id, batch.cc, batch.fetched_at, entry, stamp)
-        if problem:
+        parsed = parse_entry(entry)
+        statuses[parsed.status] += 1
+        if parsed.problem:
             # Still applied as ``unknown``: the app was answered, just oddly.
             metrics.bad_input.labels("steam", "malformed_entry").inc()
             logger.warning(
-                "App %d in %s: odd Steam entry (%s): %.200s", app_id, obs.cc, problem, entry
+                "App %d in %s: odd Steam entry (%s): %.200s", app_id, cc, parsed.problem, entry
             )
-        key = price_key(app_id, obs.cc)
+        key = price_key(app_id, cc)
         stored = read_state(key)
+        offer = (
+            discounted_offer(app_id, parsed.initial, parsed.final, parsed.discount_percent)
+            if ENDS_ENABLED and parsed.status == PRICED
+            else None
+        )
+        if offer is None and type(stored) is dict and unchanged(stored, parsed, fetched_at):
+            continue
+        obs = observed(app_id, cc, fetched_at, parsed, stamp)
         applied = apply_stored(stored, obs, partial(price_history_table.get, key))
         if applied.history is not None:
             write_history[key] = applied.history
@@ -102,8 +118,7 @@ async def detect(
             write_state[key] = applied.state
         elif applied.redelivered:
             rewrite(key, stored, write_state, write_history)
-        offer = discounted_offer(app_id, obs.initial, obs.final, obs.discount_percent)
-        if offer is not None and obs.status == PRICED and ENDS_ENABLED:
+        if offer is not None:
             since = current_since(stored, applied, obs)
             if since is not None:
                 reseeded = app_id in batch.reseeded
@@ -119,18 +134,19 @@ async def detect(
                         reseeded,
                     )
                 )
-        observations.append(obs)
-        news.append(applied.news)
+        if applied.news:
+            news.append(obs)
         events.extend(applied.events)
-        statuses[obs.status] += 1
     read_state.counted()
     write_state.counted()
     write_history.counted()
     for status, n in statuses.items():
         metrics.games_processed.labels("normalize", status).inc(n)
-    check_id = observations[0].obs_id if observations else ""
-    observed = ObservedBatch(batch.cc, batch.fetched_at, check_id, observations, news)
-    return observed, events, asks
+    # The batch's id: its first app's observation id (stable, so a redelivery is checked once).
+    check_id = observation_id(entries[0][0], cc, fetched_at, stamp) if entries else ""
+    checked = [app_id for app_id, _ in entries]
+    observed_batch = ObservedBatch(cc, fetched_at, check_id, news, [True] * len(news), checked)
+    return observed_batch, events, asks
 
 
 @app.agent(prices_raw_topic, name="changes")
@@ -145,7 +161,7 @@ async def detect_changes(stream: Any) -> None:
             logger.error("Skipped a prices-raw record at %s: %s", event.message.tp, exc)
             continue
         observed, events, asks = await detect(batch, event.message.partition)
-        if observed.observations:
+        if batch.entries:
             await prices_normalized_topic.send(
                 value=observed_record(observed), partition=event.message.partition
             )
@@ -158,5 +174,5 @@ async def detect_changes(stream: Any) -> None:
         for change in events:
             await price_changes_topic.send(key=change.app_id, value=change)
             metrics.price_changes.labels(change.kind).inc()
-        metrics.batch_size.labels("changes").observe(len(observed.observations))
+        metrics.batch_size.labels("changes").observe(len(batch.entries))
         metrics.task_duration_seconds.labels("changes").observe(monotonic() - started)

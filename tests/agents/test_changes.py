@@ -67,9 +67,8 @@ class Driver:
             if record.topic == name:
                 assert record.partition == PARTITION, "the batch must stay in its partition"
                 batch = read_observed(json.loads(json.dumps(record.value)))
-                out.extend(
-                    (o.app_id, n) for o, n in zip(batch.observations, batch.news, strict=True)
-                )
+                stored = {o.app_id for o in batch.stored()}
+                out.extend((app_id, app_id in stored) for app_id in batch.app_ids)
         return out
 
     def events(self) -> list[PriceChange]:

@@ -73,14 +73,26 @@ def test_raw_batches_round_trip_and_the_old_shape_is_read() -> None:
     assert read_raw(single) == RawBatch("us", T, [(730, "{}")])
 
 
-def test_observed_batches_round_trip_and_the_old_shape_is_stored() -> None:
+def test_observed_batches_carry_the_news_and_every_app_and_the_old_shapes_are_read() -> None:
     obs = [
         Observation(730, "us", "priced", "USD", 1999, 999, 50, T, "o1"),
         Observation(570, "us", "no_price", None, None, None, None, T, "o2"),
     ]
     batch = ObservedBatch("us", T, "o1", obs, [True, False])
-    back = read_observed(_through_json(observed_record(batch)))
-    assert back == batch and back.stored() == obs[:1] and back.app_ids == [730, 570]
+    record = _through_json(observed_record(batch))
+    assert record["app_ids"] == [730, 570]
+    assert [o["app_id"] for o in record["observations"]] == [730]  # 570 is no news
+    back = read_observed(record)
+    assert back == ObservedBatch("us", T, "o1", obs[:1], [True], [730, 570])
+    assert back.stored() == batch.stored() == obs[:1] and back.app_ids == [730, 570]
+    # Written before (every observation, each flagged): read as it was.
+    flagged = {k: v for k, v in record.items() if k != "app_ids"}
+    flagged["observations"] = [
+        {**record["observations"][0], "news": True},
+        {"app_id": 570, "status": "no_price", "obs_id": "o2", "news": False},
+    ]
+    assert read_observed(flagged) == batch
+    assert read_observed(flagged, news_only=True) == back
     single = {
         "app_id": 730,
         "cc": "us",

@@ -35,8 +35,10 @@ from steamprice.pricing import (
     history_of,
     lowest_since,
     normalize,
+    unchanged,
     update_history,
 )
+from steamprice.steam import ParsedEntry
 from tests.support.records import observation
 
 T0 = datetime(2025, 8, 17, 17, 0, tzinfo=UTC)
@@ -354,6 +356,42 @@ def test_the_stored_json_gives_the_same_answer_as_the_record(
         assert fast == slow
         pipe.apply(o)
         seen.append(o)
+
+
+def parsed(o: Observation) -> ParsedEntry:
+    return ParsedEntry(o.status, o.currency, o.initial, o.final, o.discount_percent)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(observation_values, min_size=1, max_size=20), st.data())
+def test_an_unchanged_entry_is_one_that_applying_would_leave_alone(
+    values: list, data: st.DataObject
+) -> None:
+    """The change agent skips an entry ``pricing.unchanged`` calls so, without its observation:
+    applying it must write nothing and emit nothing, redeliveries and stale ones included."""
+    pipe = Pipe()
+    seen: list[Observation] = []
+    for o in build(values):
+        candidates = [o, *seen]
+        probe = candidates[data.draw(st.integers(0, len(candidates) - 1))]
+        if pipe.state is not None:
+            stored = json.loads(pipe.state.dumps())
+            if unchanged(stored, parsed(probe), probe.observed_at):
+                assert apply_observation(pipe.state, probe, pipe._load) == Applied()
+        pipe.apply(o)
+        seen.append(o)
+
+
+def test_unchanged_is_a_later_fetch_of_the_same_price_only() -> None:
+    pipe, _ = run(obs(0))
+    assert pipe.state is not None
+    stored = json.loads(pipe.state.dumps())
+    assert unchanged(stored, parsed(obs(1)), obs(1).observed_at)  # a re-sweep's case
+    # The observation the state was made of (a redelivery), an older one, another price: no.
+    assert not unchanged(stored, parsed(obs(0)), obs(0).observed_at)
+    assert not unchanged(stored, parsed(obs(-1)), obs(-1).observed_at)
+    other = obs(1, final=999, discount=50)
+    assert not unchanged(stored, parsed(other), other.observed_at)
 
 
 def test_the_stored_json_path_applies_a_different_price_of_the_same_instant() -> None:
