@@ -155,7 +155,8 @@ class ObservedBatch:
     check_id: str
     observations: Sequence[Observation]
     news: Sequence[bool]
-    # Every app of the batch, when ``observations`` holds only the news (as the sink reads it).
+    # Every app of the batch, when ``observations`` holds only the news (as change detection
+    # makes it and the sink reads it).
     checked: Sequence[int] | None = None
 
     @property

@@ -268,7 +268,8 @@ class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
         request and answer encoded in Python, about 15% of a core on the consumer thread. Asked
         to gather up to ``fetch_min_bytes`` for at most ``fetch_wait``, the broker answers a
         busy worker with large fetches (a backlog still comes at once) and an idle one after
-        ``fetch_wait``, which is also the most a record waits per hop.
+        ``fetch_wait``, which is also the most a record waits per hop. An idle worker pays for
+        the shorter wait: 2.5% of a core at 0.25 s, 1.6% at Faust's 1.5 s (measured).
         """
         consumer = super()._create_worker_consumer(transport)
         app = cast(App, self.app)
