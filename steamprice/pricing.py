@@ -325,12 +325,26 @@ def apply_observation(
 
 
 def _stored_time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return value if isinstance(value, datetime) else _iso_time(value)
 
 
 @lru_cache(maxsize=256)
 def _iso_time(text: str) -> datetime:
     return datetime.fromisoformat(text)  # the apps of a batch share one stored time or a few
+
+
+def _stored_price_is(stored: Mapping[str, Any], seen: Observation | ParsedEntry) -> bool:
+    """Whether the stored JSON of a PriceState holds the price ``seen`` shows (as
+    :func:`fingerprint` compares them, field by field: no tuples built, once per app of a
+    sweep)."""
+    return bool(
+        stored["status"] == seen.status
+        and stored["currency"] == seen.currency
+        and stored["initial"] == seen.initial
+        and stored["final"] == seen.final
+        and effective_discount(stored["initial"], stored["final"], stored["discount_percent"])
+        == effective_discount(seen.initial, seen.final, seen.discount_percent)
+    )
 
 
 def unchanged(stored: Mapping[str, Any], parsed: ParsedEntry, fetched_at: datetime) -> bool:
@@ -342,17 +356,7 @@ def unchanged(stored: Mapping[str, Any], parsed: ParsedEntry, fetched_at: dateti
     lists in ``recent`` was applied at or before the state's ``observed_at`` (an older one is
     never applied, and each applied one becomes the state), so a later fetch is no redelivery.
     """
-    if not (
-        stored["status"] == parsed.status
-        and stored["currency"] == parsed.currency
-        and stored["initial"] == parsed.initial
-        and stored["final"] == parsed.final
-        and effective_discount(stored["initial"], stored["final"], stored["discount_percent"])
-        == effective_discount(parsed.initial, parsed.final, parsed.discount_percent)
-    ):
-        return False
-    at = stored["observed_at"]
-    return fetched_at > (_iso_time(at) if type(at) is str else at)
+    return _stored_price_is(stored, parsed) and fetched_at > _stored_time(stored["observed_at"])
 
 
 def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:
@@ -368,15 +372,7 @@ def settled(stored: Mapping[str, Any], obs: Observation) -> Applied | None:
             events = [PriceChange.from_data(event)] if event else []
             return Applied(events=events, news=True, redelivered=True)
     # The same price first: it is the common case, and the stored time need not be parsed then.
-    # (:func:`fingerprint` compared field by field: no tuples built, once per app of a sweep.)
-    if (
-        stored["status"] == obs.status
-        and stored["currency"] == obs.currency
-        and stored["initial"] == obs.initial
-        and stored["final"] == obs.final
-        and effective_discount(stored["initial"], stored["final"], stored["discount_percent"])
-        == effective_discount(obs.initial, obs.final, obs.discount_percent)
-    ) or obs.observed_at < _stored_time(stored["observed_at"]):
+    if _stored_price_is(stored, obs) or obs.observed_at < _stored_time(stored["observed_at"]):
         return Applied()
     return None
 
