@@ -49,19 +49,19 @@ YIELD_SECONDS = 0.0015
 YIELD_CHECK = 10
 
 
-def rewrite(key: str, stored: Any, write_state: Any, write_history: Any) -> None:
+def rewrite(key: str, stored: Any, write_state: Any, write_history: Any, read_history: Any) -> None:
     """Write a redelivered observation's state (and its key's history) again, as they are.
 
     A record is redelivered after a crash or a rebalance, and its table writes may have died
-    with the worker: a table write lands in the local RocksDB database at once but waits in the
-    producer buffer for Kafka (``kafka.ProducerBuffer``), and a restart from that database
-    reads the changelog only past what was sent. Its state is then ahead of the changelog,
+    with the worker: a record's table writes land in the local RocksDB database together, then
+    wait in the producer buffer for Kafka (``kafka.ProducerBuffer``), and a restart from that
+    database reads the changelog only past what was sent. Its state is then ahead of the changelog,
     which standbys and the next owner of the partition read, and they would take the
     observation for a change again (a second event under another id). Written again, the
     values reach the changelog; it costs a write per redelivered change, only after a fault.
     """
     write_state[key] = stored
-    history = price_history_table.get(key)
+    history = read_history(key)
     if history is not None:
         write_history[key] = history
 
@@ -85,9 +85,10 @@ async def detect(
     statuses: Counter[str] = Counter()
     cc, fetched_at, entries = batch.cc, batch.fetched_at, batch.entries
     stamp = fetched_at.isoformat()
-    read_state = partition_reader(price_state_table, partition)
     write_state = partition_writer(price_state_table, partition)
     write_history = partition_writer(price_history_table, partition)
+    read_state = partition_reader(price_state_table, partition, write_state)
+    read_history = partition_reader(price_history_table, partition, write_history)
     turn_ends = monotonic() + YIELD_SECONDS
     for n, (app_id, entry) in enumerate(entries, 1):
         if n % YIELD_CHECK == 0 and monotonic() >= turn_ends:
@@ -111,13 +112,13 @@ async def detect(
         if offer is None and type(stored) is dict and unchanged(stored, parsed, fetched_at):
             continue
         obs = observed(app_id, cc, fetched_at, parsed, stamp)
-        applied = apply_stored(stored, obs, partial(price_history_table.get, key))
+        applied = apply_stored(stored, obs, partial(read_history, key))
         if applied.history is not None:
             write_history[key] = applied.history
         if applied.state is not None:
             write_state[key] = applied.state
         elif applied.redelivered:
-            rewrite(key, stored, write_state, write_history)
+            rewrite(key, stored, write_state, write_history, read_history)
         if offer is not None:
             since = current_since(stored, applied, obs)
             if since is not None:
@@ -138,6 +139,7 @@ async def detect(
             news.append(obs)
         events.extend(applied.events)
     read_state.counted()
+    read_history.counted()
     write_state.counted()
     write_history.counted()
     for status, n in statuses.items():

@@ -204,7 +204,8 @@ class _Sets:
 
 async def test_it_writes_what_faust_writes_where_faust_writes_it(app: faust.App) -> None:
     """The same bytes in the same RocksDB database, the same changelog messages (topic,
-    partition, key, value, the callback that records their offsets), the same counts."""
+    partition, key, value, the callback that records their offsets), the same counts; only
+    Faust's key index (a cache) is left alone."""
     history = PriceHistory(
         app_id=7, cc="us", currency="USD", low_final=999, low_at=datetime(2025, 8, 17, tzinfo=UTC)
     )
@@ -233,7 +234,10 @@ async def test_it_writes_what_faust_writes_where_faust_writes_it(app: faust.App)
             assert partition_reader(histories, 3)("7:us") == history == histories.get("7:us")
         store: Any = states.data
         database = dict(store._db_for_partition(3).items())
-        index = {k: store._key_index[k] for k in (b'"7:us"', b'"8:us"')}
+        index = {k: store._key_index.get(k) for k in (b'"7:us"', b'"8:us"')}
+        # Found outside a stream (no current event) either way: through Faust's key index, or,
+        # as the writer leaves it alone, by the scan of the partitions Faust falls back to.
+        assert states.get("7:us") == {"at": "2025-08-17T12:00:00Z"}
         sent = [
             (states if m[0] is states.changelog_topic else histories, *m[1:])
             for m in _written(buffer)
@@ -244,7 +248,8 @@ async def test_it_writes_what_faust_writes_where_faust_writes_it(app: faust.App)
     faust_result, writer_result = results
     assert writer_result[0] == faust_result[0]
     assert faust_result[0] == {b'"7:us"': b'{"at":"2025-08-17T12:00:00Z"}', b'"8:us"': b"null"}
-    assert writer_result[1] == faust_result[1] == {b'"7:us"': 3, b'"8:us"': 3}
+    assert faust_result[1] == {b'"7:us"': 3, b'"8:us"': 3}
+    assert writer_result[1] == {b'"7:us"': None, b'"8:us"': None}
     assert [(*m[:5], m[6]) for m in writer_result[2]] == [(*m[:5], m[6]) for m in faust_result[2]]
     for message in writer_result[2]:  # each table's own callback: the offset reaches RocksDB
         assert message[5][1] is Collection._on_changelog_sent
@@ -270,3 +275,38 @@ def test_stores_it_cannot_write_like_faust_are_written_through_the_table(tmp_pat
     in_memory = memory.Table("state", key_type=str)
     write = partition_writer(in_memory, 0)
     assert isinstance(write, TableWriter) and write.table is in_memory
+
+
+async def test_a_batch_lands_at_once_when_counted_and_its_reader_sees_it_before(
+    app: faust.App,
+) -> None:
+    """Nothing reaches RocksDB or the producer before ``counted()``; a reader given the writer
+    reads the batch's own writes meanwhile (the last of a key), one without it the database."""
+    buffer = _Buffer()
+    app.producer.buffer = buffer  # type: ignore[attr-defined]
+    table = app.Table("state", key_type=str)
+    histories = app.Table("history", key_type=str, value_type=PriceHistory)
+    history = PriceHistory(
+        app_id=7, cc="us", currency="USD", low_final=999, low_at=datetime(2025, 8, 17, tzinfo=UTC)
+    )
+    with processing(2):
+        write, write_history = partition_writer(table, 2), partition_writer(histories, 2)
+        write["1:us"] = {"a": 0}
+        write.counted()
+        write["1:us"] = {"a": 1}
+        write["1:us"] = {"a": 2}
+        write["2:us"] = {"a": 3}
+        write_history["7:us"] = history
+        reader = partition_reader(table, 2, write)
+        plain = partition_reader(table, 2)
+        assert reader("1:us") == {"a": 2} and reader("2:us") == {"a": 3}
+        assert plain("1:us") == {"a": 0} and plain("2:us") is None
+        assert partition_reader(histories, 2, write_history)("7:us") == history
+        assert partition_reader(histories, 2)("7:us") is None
+        assert len(_written(buffer)) == 1
+        write.counted()
+        write_history.counted()
+        assert plain("1:us") == {"a": 2} and plain("2:us") == {"a": 3}
+        assert partition_reader(histories, 2)("7:us") == history
+        assert reader("1:us") == {"a": 2}  # the same, read from the database now
+    assert len(_written(buffer)) == 5
