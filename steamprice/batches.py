@@ -33,12 +33,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.partitioner import murmur2
+from faust.utils import json as faust_json
+from mode.utils.compat import want_bytes
 
 from steamprice.models import Observation, ScheduleCommand
 
 # Most app ids one schedule or crawl-requests record holds (a few kB of JSON): a long list (a
 # whole catalog seeded, retry-failed of thousands) goes out in several records.
 MAX_RECORD_APPS = 1000
+
+
+def json_bytes(value: Any) -> bytes:
+    """A JSON value's bytes as Faust's ``json`` codec writes them (without the registry's and
+    the codec's layers: 0.9 us a value, not 2.3)."""
+    return want_bytes(faust_json.dumps(value))
 
 
 def partition_for(app_id: int, partitions: int) -> int:

@@ -9,11 +9,10 @@ import orjson
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import current_event
 from faust.types.tuples import FutureMessage, PendingMessage
-from faust.utils import json as faust_json
-from mode.utils.compat import want_bytes
 from rocksdict import WriteBatch
 
 from steamprice.app import app
+from steamprice.batches import json_bytes
 from steamprice.models import AppState, PriceHistory
 
 # Schedule and health per app, keyed by app id; written by the schedule agent only (schedule
@@ -195,17 +194,13 @@ def json_encoder(
     ``json`` codec and its values are plain (no Record type): the same bytes, without the
     registry's and the codec's layers (measured: 2.3 us a value through them, 0.9 direct)."""
     if serializer == "json" and record_type is None:
-        return _json_bytes
+        return json_bytes
     return encode
 
 
 def key_encoder(store: Any) -> Callable[[Any], bytes | None]:
     """How a table's keys are encoded, for reads and writes alike (keys are ids and strings)."""
     return json_encoder(store.key_serializer, None, store._encode_key)
-
-
-def _json_bytes(value: Any) -> bytes:
-    return want_bytes(faust_json.dumps(value))  # as Faust's json codec
 
 
 class TableWriter:

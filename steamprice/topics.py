@@ -16,7 +16,15 @@ from typing import Any, cast
 import faust
 
 from steamprice.app import app, settings
-from steamprice.batches import by_partition, chunks, crawl_record, partition_for, schedule_record
+from steamprice.batches import (
+    by_partition,
+    chunks,
+    crawl_record,
+    json_bytes,
+    partition_for,
+    schedule_record,
+)
+from steamprice.kafka import send_now
 from steamprice.models import FailedInput, PriceChange, ScheduleCommand
 
 
@@ -122,16 +130,19 @@ async def send_crawl_requests(
     """
     groups = app_ids if isinstance(app_ids, Mapping) else by_partition(app_ids, partitions())
     marked = frozenset(reseeded)
-    sent = []
-    for where, ids in groups.items():
-        for chunk in chunks(list(ids)):
-            value = crawl_record(requested_at, chunk, marked.intersection(chunk))
-            sent.append(await crawl_requests_topic.send(value=value, partition=where))
+    sent = 0
     # Returns once the broker has every record: a caller that then marks the apps pending in a
     # table can never have the mark survive a crash without the request (its changelog write
     # and these records are separate sends, and a kill -9 may deliver one without the other).
-    await asyncio.gather(*sent)
-    return len(sent)
+    # Sent at once, not after the producer's linger: the caller waits for them.
+    for where, ids in groups.items():
+        values = [
+            json_bytes(crawl_record(requested_at, chunk, marked.intersection(chunk)))
+            for chunk in chunks(list(ids))
+        ]
+        await send_now(app, crawl_requests_topic, where, values)
+        sent += len(values)
+    return sent
 
 
 async def send_seeds(app_ids: Sequence[int], sent: Callable[[int], object] = lambda n: None) -> int:

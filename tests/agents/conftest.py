@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from steamprice import topics
 from steamprice.app import AGENT_MODULES, app
 from steamprice.metrics import Metrics
 from steamprice.topics import ALL_TOPICS
@@ -30,6 +31,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
         monkeypatch.setattr(topic, "send", captured.capture(topic))
     for table in app.tables.values():
         monkeypatch.setattr(table.changelog_topic, "send_soon", captured.capture_changelog(table))
+    monkeypatch.setattr(topics, "send_now", captured.send_now)
     return captured
 
 

@@ -323,3 +323,60 @@ async def test_table_writes_and_other_messages_are_handed_over_in_the_order_queu
     channel.gate.release()
     await asyncio.wait_for(buf.flush(), 1)
     assert [n for _, _, n, _ in kafka_producer.sent] == [1, 1] and channel.sent == [0]
+
+
+async def test_send_now_sends_closed_batches_and_returns_once_they_are_delivered() -> None:
+    """Closed (so aiokafka does not linger on them), counted on the sensors as Faust counts a
+    send, split where a batch is full, and awaited until the broker has every one."""
+    kafka_producer, sensors, bulk = Kafka(batch_size=1000), Sensors(), BulkSensors()
+    app = type(
+        "App",
+        (),
+        {
+            "producer": Producer(kafka_producer),
+            "sensors": [sensors, bulk],
+            "consumer_generation_id": 0,
+        },
+    )()
+    closed: list[bool] = []
+    send_batch = kafka_producer.send_batch
+
+    async def sent_closed(batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        closed.append(batch.closed())
+        return await send_batch(batch, topic, partition=partition)
+
+    kafka_producer.send_batch = sent_closed  # type: ignore[method-assign]
+    topic = Topic("app-crawl-requests")
+    values = [json.dumps({"app_ids": list(range(n, n + 40))}).encode() for n in range(6)]
+    sending = asyncio.ensure_future(kafka.send_now(app, topic, 5, values))
+    await settle()
+    assert len(kafka_producer.sent) > 1 and closed == [True] * len(kafka_producer.sent)
+    assert sum(n for _, _, n, _ in kafka_producer.sent) == 6
+    assert {(t, p) for t, p, _, _ in kafka_producer.sent} == {(topic.name, 5)}
+    assert not sending.done()  # not delivered yet
+    for index in range(len(kafka_producer.sent) - 1):
+        kafka_producer.deliver(index, base_offset=10 * index)
+    await settle()
+    assert not sending.done()
+    kafka_producer.deliver(len(kafka_producer.sent) - 1, base_offset=99)
+    await asyncio.wait_for(sending, 1)
+    assert len(sensors.initiated) == 6 and len(sensors.completed) == 6
+    assert sum(count for _, count in bulk.initiated) == 6 and sum(bulk.completed) == 6
+    # A value larger than a batch is a batch of its own, as aiokafka takes it.
+    sending = asyncio.ensure_future(kafka.send_now(app, topic, 2, [b"x" * 2000]))
+    await settle()
+    assert kafka_producer.sent[-1][1:3] == (2, 1) and closed[-1]
+    kafka_producer.deliver(len(kafka_producer.sent) - 1, base_offset=7)
+    await asyncio.wait_for(sending, 1)
+
+
+async def test_aiokafka_sends_a_closed_batch_without_lingering() -> None:
+    """What ``send_now`` relies on: a batch that takes no more messages is ready at once."""
+    from aiokafka.producer.message_accumulator import MessageBatch
+
+    builder = BatchBuilder(16384, 0)
+    builder.append(timestamp=None, key=None, value=b"1")
+    batch = MessageBatch(TopicPartition("t", 0), builder, ttl=30, linger_time=60.0)
+    assert batch.remaining_linger() is not None  # an open one waits for more
+    builder.close()
+    assert batch.remaining_linger() is None
