@@ -789,7 +789,9 @@ async def send_now(app: Any, topic: Any, partition: int, values: list[bytes]) ->
     await asyncio.gather(*delivered)
 
 
-async def delivered_count(producer: Any, future: Any, states: list[SensorState], count: int) -> None:
+async def delivered_count(
+    producer: Any, future: Any, states: list[SensorState], count: int
+) -> None:
     sends_completed(producer, states, metadata_of(await future, count))
 
 

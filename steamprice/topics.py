@@ -49,13 +49,17 @@ app_ids_topic = app.topic(
 app_ids_failed_topic = _keyed_by_app("app-ids-failed", FailedInput)
 
 
-def _batches(short: str) -> Any:
+def _batches(short: str, maxsize: int | None = None) -> Any:
     """A batch topic: JSON values read by ``steamprice.batches``, no key, explicit partitions.
 
     No value type: a Record would refuse the shape of one record per app that these topics held
-    before batches (still accepted, so an upgrade loses nothing in flight).
+    before batches (still accepted, so an upgrade loses nothing in flight). ``maxsize``: how
+    many records its agent may have delivered and not yet read (Faust's default,
+    ``stream_buffer_maxsize``, is 4,096).
     """
-    return app.topic(settings.topic_name(short), value_serializer="json", internal=True)
+    topic = app.topic(settings.topic_name(short), value_serializer="json", internal=True)
+    topic.maxsize = maxsize  # app.topic takes a maxsize but drops it (faust-streaming 0.15.3)
+    return topic
 
 
 # Internal: schedule commands for the apps of one partition, co-partitioned with app-state.
@@ -63,7 +67,11 @@ schedule_topic = _batches("schedule")
 # Internal: apps of one partition due for pricing now.
 crawl_requests_topic = _batches("crawl-requests")
 prices_raw_topic = _batches("prices-raw")
-prices_normalized_topic = _batches("prices-normalized")
+# At most 256 records (25,600 observations) wait in memory for the MySQL sink: with Faust's
+# 4,096, a first sweep that outran MySQL queued ~2,000 decoded records (about 200 MB) behind
+# a transaction. When it is full, deliveries wait for the sink (backpressure); Kafka holds
+# the rest.
+prices_normalized_topic = _batches("prices-normalized", maxsize=256)
 price_changes_topic = _keyed_by_app("price-changes", PriceChange)
 # Internal: the discounted apps of each batch, to ask GetItems when their discount ends
 # (``steamprice.enddates.asks_record``); same partition as the batch they come from.

@@ -124,3 +124,13 @@ async def test_a_write_stopped_by_shutdown_acks_nothing(sink: Sink, writer: Fake
         assert acked(events) == [False] * 3
     assert acked(events) == [False] * 3  # not at shutdown either
     assert writer.returned == 0
+
+
+async def test_records_waiting_in_memory_for_the_mysql_sink_are_bounded() -> None:
+    """Its stream holds at most 256 records of up to 100 observations, not Faust's 4,096: a
+    first sweep that outran MySQL held ~2,000 decoded records (about 200 MB) in the worker."""
+    from steamprice.app import app
+    from steamprice.topics import prices_normalized_topic
+
+    queue = prices_normalized_topic.clone(is_iterator=True).queue
+    assert queue.maxsize == 256 < app.conf.stream_buffer_maxsize
