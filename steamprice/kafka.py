@@ -746,7 +746,8 @@ async def send_now(app: Any, topic: Any, partition: int, values: list[bytes]) ->
     ms of each seed record: it held a seed of 50,000 apps to ~1,800 apps a second). Here they
     go as one closed record batch (``send_batch``), which aiokafka sends without lingering (a
     batch that takes no more messages is ready: ``MessageBatch.remaining_linger``), and are
-    counted on the sensors as Faust counts a send.
+    counted on the sensors and the ``on_produce_message`` signal as Faust counts a send. A
+    batch the broker refuses raises here, as a send through Faust would.
     """
     producer = app.producer
     kafka = producer._ensure_producer()
@@ -782,6 +783,10 @@ async def send_now(app: Any, topic: Any, partition: int, values: list[bytes]) ->
         if end == start:  # aiokafka takes any first message; this is only a safeguard
             raise ValueError(f"a record of {len(values[start])} bytes fits no Kafka record batch")
         batch.close()
+        for fut in part[start:end]:
+            producer._send_on_produce_message(
+                key=None, value=fut.message.value, partition=partition, timestamp=None, headers={}
+            )
         states = sends_initiated(app.sensors, producer, name, part[start:end])
         future = await kafka.send_batch(batch, name, partition=partition)
         delivered.append(delivered_count(producer, future, states, end - start))
@@ -792,7 +797,15 @@ async def send_now(app: Any, topic: Any, partition: int, values: list[bytes]) ->
 async def delivered_count(
     producer: Any, future: Any, states: list[SensorState], count: int
 ) -> None:
-    sends_completed(producer, states, metadata_of(await future, count))
+    """Wait for a batch of :func:`send_now` and tell the sensors how it went."""
+    try:
+        sent = await future
+    except Exception as exc:
+        for sensor, bulk, state in states:
+            for each in [state] * count if bulk else state:
+                sensor.on_send_error(producer, exc, each)
+        raise
+    sends_completed(producer, states, metadata_of(sent, count))
 
 
 class ProducerBuffer(FaustProducerBuffer):

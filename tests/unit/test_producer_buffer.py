@@ -361,6 +361,7 @@ async def test_send_now_sends_closed_batches_and_returns_once_they_are_delivered
     kafka_producer.deliver(len(kafka_producer.sent) - 1, base_offset=99)
     await asyncio.wait_for(sending, 1)
     assert len(sensors.initiated) == 6 and len(sensors.completed) == 6
+    assert app.producer.produced == 6  # the on_produce_message signal, once per message
     assert sum(count for _, count in bulk.initiated) == 6 and sum(bulk.completed) == 6
     # A value larger than a batch is a batch of its own, as aiokafka takes it.
     sending = asyncio.ensure_future(kafka.send_now(app, topic, 2, [b"x" * 2000]))
@@ -380,3 +381,30 @@ async def test_aiokafka_sends_a_closed_batch_without_lingering() -> None:
     assert batch.remaining_linger() is not None  # an open one waits for more
     builder.close()
     assert batch.remaining_linger() is None
+
+
+async def test_send_now_raises_what_the_broker_answers_and_tells_the_sensors() -> None:
+    kafka_producer, errors = Kafka(), []
+
+    class Failing(Sensors):
+        def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+            errors.append(exc)
+
+    app = type(
+        "App",
+        (),
+        {
+            "producer": Producer(kafka_producer),
+            "sensors": [Failing()],
+            "consumer_generation_id": 0,
+        },
+    )()
+    sending = asyncio.ensure_future(
+        kafka.send_now(app, Topic("app-crawl-requests"), 0, [b"1", b"2"])
+    )
+    await settle()
+    boom = RuntimeError("not the leader")
+    kafka_producer.sent[0][3].set_exception(boom)
+    with pytest.raises(RuntimeError, match="not the leader"):
+        await asyncio.wait_for(sending, 1)
+    assert errors == [boom, boom]
