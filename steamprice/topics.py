@@ -138,19 +138,21 @@ async def send_crawl_requests(
     """
     groups = app_ids if isinstance(app_ids, Mapping) else by_partition(app_ids, partitions())
     marked = frozenset(reseeded)
-    sent = 0
-    # Returns once the broker has every record: a caller that then marks the apps pending in a
-    # table can never have the mark survive a crash without the request (its changelog write
-    # and these records are separate sends, and a kill -9 may deliver one without the other).
-    # Sent at once, not after the producer's linger: the caller waits for them.
-    for where, ids in groups.items():
-        values = [
+    records = {
+        where: [
             json_bytes(crawl_record(requested_at, chunk, marked.intersection(chunk)))
             for chunk in chunks(list(ids))
         ]
-        await send_now(app, crawl_requests_topic, where, values)
-        sent += len(values)
-    return sent
+        for where, ids in groups.items()
+    }
+    # Returns once the broker has every record: a caller that then marks the apps pending in a
+    # table can never have the mark survive a crash without the request (its changelog write
+    # and these records are separate sends, and a kill -9 may deliver one without the other).
+    # Sent at once, not after the producer's linger, and every partition's together: one wait.
+    await asyncio.gather(
+        *(send_now(app, crawl_requests_topic, where, values) for where, values in records.items())
+    )
+    return sum(map(len, records.values()))
 
 
 async def send_seeds(app_ids: Sequence[int], sent: Callable[[int], object] = lambda n: None) -> int:
