@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from steamprice.database import id_lists
 from steamprice.enddates import KNOWN, REQUEST_FAILED, Ask, Asked, EndDate, Offer, needs_end_date
 
 
@@ -175,12 +176,11 @@ async def record_asks(cur: Any, asks: Sequence[Ask], resweep: timedelta) -> tupl
             newest[key] = a
     queued: list[tuple[Any, ...]] = []
     for cc, group in sorted(by_region(newest.values()).items()):
-        ids = sorted(a.app_id for a in group)
-        await cur.execute(select_asked(len(ids)), [cc, *ids])
-        last = {
-            int(app_id): Asked(int(initial), int(final), since, asked_for, str(obs_id))
-            for app_id, initial, final, since, asked_for, obs_id in await cur.fetchall()
-        }
+        last: dict[int, Asked] = {}
+        for ids in id_lists(sorted(a.app_id for a in group)):
+            await cur.execute(select_asked(len(ids)), [cc, *ids])
+            for app_id, initial, final, since, asked_for, obs_id in await cur.fetchall():
+                last[int(app_id)] = Asked(int(initial), int(final), since, asked_for, str(obs_id))
         for a in sorted(group, key=lambda a: a.app_id):
             naive = Ask(
                 a.app_id,
@@ -268,17 +268,19 @@ async def record_answers(
 
 
 async def sync_current(cur: Any, cc: str, app_ids: Sequence[int]) -> int:
-    if not app_ids:
-        return 0
-    await cur.execute(sync_current_sql(len(app_ids)), [cc, *app_ids])
-    return max(int(cur.rowcount), 0)
+    updated = 0
+    for ids in id_lists(app_ids):
+        await cur.execute(sync_current_sql(len(ids)), [cc, *ids])
+        updated += max(int(cur.rowcount), 0)
+    return updated
 
 
 async def sync_changes(cur: Any, cc: str, app_ids: Sequence[int]) -> int:
-    if not app_ids:
-        return 0
-    await cur.execute(sync_changes_sql(len(app_ids)), [cc, *app_ids])
-    return max(int(cur.rowcount), 0)
+    updated = 0
+    for ids in id_lists(app_ids):
+        await cur.execute(sync_changes_sql(len(ids)), [cc, *ids])
+        updated += max(int(cur.rowcount), 0)
+    return updated
 
 
 async def queue_counts(cur: Any) -> tuple[int, int]:
@@ -290,13 +292,14 @@ async def queue_counts(cur: Any) -> tuple[int, int]:
 
 async def end_rows(cur: Any, app_ids: Sequence[int]) -> dict[tuple[int, str], EndRow]:
     """Every region's row of these apps."""
-    if not app_ids:
-        return {}
-    await cur.execute(select_ends(len(app_ids)), list(app_ids))
-    return {
-        (int(a), str(cc)): EndRow(int(i), int(f), since, bool(pending), int(attempts), ends)
-        for a, cc, i, f, since, pending, attempts, ends in await cur.fetchall()
-    }
+    rows: dict[tuple[int, str], EndRow] = {}
+    for ids in id_lists(list(app_ids)):
+        await cur.execute(select_ends(len(ids)), list(ids))
+        for a, cc, i, f, since, pending, attempts, ends in await cur.fetchall():
+            rows[(int(a), str(cc))] = EndRow(
+                int(i), int(f), since, bool(pending), int(attempts), ends
+            )
+    return rows
 
 
 async def any_failing(cur: Any) -> bool:

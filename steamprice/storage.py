@@ -27,7 +27,7 @@ from pymysql.converters import escape_item, escape_string
 
 from steamprice import discount_ends
 from steamprice.batches import ObservedBatch, app_ids_json
-from steamprice.database import Database
+from steamprice.database import Database, id_lists
 from steamprice.models import Observation, PriceChange
 from steamprice.pricing import fingerprint
 from steamprice.steam import NO_PRICE, PRICED, UNKNOWN
@@ -432,14 +432,16 @@ class SinkOutcome:
 async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]) -> Counter[str]:
     keys = {(o.app_id, o.cc) for o in batch}
     await insert_rows(cur, INSERT_APPS, app_rows(o.app_id for o in batch))
-    app_ids = sorted({a for a, _ in keys})
-    await cur.execute(select_open_periods(len(app_ids)), app_ids)
     open_periods: dict[tuple[int, str], Period] = {}
-    for row in await cur.fetchall():
-        p = Period.from_row(row)
-        key = (p.app_id, p.cc)
-        if key in keys and (key not in open_periods or p.valid_from > open_periods[key].valid_from):
-            open_periods[key] = p
+    for app_ids in id_lists(sorted({a for a, _ in keys})):
+        await cur.execute(select_open_periods(len(app_ids)), app_ids)
+        for row in await cur.fetchall():
+            p = Period.from_row(row)
+            key = (p.app_id, p.cc)
+            if key in keys and (
+                key not in open_periods or p.valid_from > open_periods[key].valid_from
+            ):
+                open_periods[key] = p
     history = plan_history(open_periods, batch)
     await insert_rows(cur, UPSERT_PRICE_HISTORY, history)
     await insert_rows(cur, UPSERT_PRICE_LOWS, low_rows(history))

@@ -18,8 +18,10 @@ from typing import Any
 import aiomysql
 import pytest
 
+from steamprice import discount_ends
 from steamprice.batches import ObservedBatch
-from steamprice.database import SQL_DIR, Database, migrate, migrations
+from steamprice.database import IN_LIST_MAX, SQL_DIR, Database, migrate, migrations
+from steamprice.enddates import Ask
 from steamprice.models import Observation, PriceChange
 from steamprice.storage import write_batches, write_changes, write_observations
 from tests.support.database import Db
@@ -336,3 +338,63 @@ async def test_batches_store_only_news_and_one_check_each_once(db: Db) -> None:
         (N + 5 * m,),
     )
     assert swept == [(2,)]  # the status query counts both apps as checked since then
+
+
+async def test_long_id_lists_go_out_as_lists_the_optimizer_reads_by_key(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB turns an ``IN`` list of 1,000 values or more into a join over a temporary table,
+    which a first sweep's big batches got planned as a full join (1-2 s a statement): every
+    list holds at most ``IN_LIST_MAX`` ids, each statement is planned by key, and what the
+    statements do spans all the lists."""
+    service = await started(db)
+    apps = range(1, 1201)
+    ends = N + timedelta(days=7)
+    await db.query(
+        "INSERT INTO discount_ends (app_id, cc, initial_price, final_price, since, asked_for,"
+        " obs_id, pending, ends_at) VALUES "
+        + ",".join(f"({a}, 'us', 1999, 999, %s, %s, 'x', 0, %s)" for a in apps if a % 3 == 0),
+        [v for a in apps if a % 3 == 0 for v in (N, N, ends)],
+    )
+    sent: list[str] = []
+    execute = aiomysql.Cursor.execute
+
+    async def spy(cur: aiomysql.Cursor, query: str, args: Any = None) -> Any:
+        text = query if args is None else cur.mogrify(query, args)
+        sent.append(bytes(text).decode() if isinstance(text, bytes | bytearray) else text)
+        return await execute(cur, query, args)
+
+    monkeypatch.setattr(aiomysql.Cursor, "execute", spy)
+    batch = checked(0, *(o(a, 0, 999) for a in apps), news=[True] * len(apps))
+    await write_batches(service, [batch])
+    await write_changes(service, [change(a, 0, 1999, 999) for a in apps])
+    asks = [Ask(a, "us", 1999, 499, T, T, f"o-{a}") for a in apps]
+
+    async def ask_and_read(cur: aiomysql.Cursor) -> Any:
+        return await discount_ends.record_asks(
+            cur, asks, timedelta(days=1)
+        ), await discount_ends.end_rows(cur, list(apps))
+
+    (queued, skipped), rows = await service.transaction("test", ask_and_read)
+    monkeypatch.undo()
+
+    assert (queued, skipped) == (1200, 0)
+    assert len(rows) == 1200 and all(r.pending for r in rows.values())
+    # The known ends reached the rows of every list, not only the first.
+    synced = "SELECT app_id FROM {} WHERE discount_ends_at = %s ORDER BY app_id"
+    want = [(a,) for a in apps if a % 3 == 0]
+    assert await db.query(synced.format("price_current"), (ends,)) == want
+    assert await db.query(synced.format("price_changes"), (ends,)) == want
+    listed = [q for q in sent if " IN (" in q]
+    assert len(listed) >= 5 * 3  # each kind of statement, in three lists at least
+    conn = await aiomysql.connect(**MYSQL, db=db.name, cursorclass=aiomysql.DictCursor)
+    try:
+        async with conn.cursor() as cur:
+            for query in listed:
+                values = query.split(" IN (", 1)[1].split(")", 1)[0]
+                assert values.count(",") + 1 <= IN_LIST_MAX, query[:120]
+                await cur.execute("EXPLAIN " + query)
+                tables = [str(row["table"]) for row in await cur.fetchall()]
+                assert not [t for t in tables if t.startswith("<")], (tables, query[:120])
+    finally:
+        conn.close()
