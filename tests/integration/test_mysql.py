@@ -376,6 +376,12 @@ async def test_long_id_lists_go_out_as_lists_the_optimizer_reads_by_key(
         ), await discount_ends.end_rows(cur, list(apps))
 
     (queued, skipped), rows = await service.transaction("test", ask_and_read)
+    # Prices that are no discount have no end to copy: not asked for.
+    before = len(sent)
+    await write_batches(
+        service, [checked(1, *(o(a, 1, 1999) for a in range(2001, 2601)), news=[True] * 600)]
+    )
+    assert not [q for q in sent[before:] if q.startswith("UPDATE price_current p JOIN")]
     monkeypatch.undo()
 
     assert (queued, skipped) == (1200, 0)
