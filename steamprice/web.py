@@ -19,6 +19,7 @@ from faust.sensors.prometheus import PrometheusMonitor as FaustPrometheusMonitor
 from faust.types import TP, CollectionT, EventT, Message, ProducerT, StreamT
 from faust.types.tuples import PendingMessage
 from mode import Service
+from prometheus_client import Histogram
 
 from steamprice.app import app, settings
 from steamprice.report import consumer_lag, short_topic
@@ -132,10 +133,25 @@ class PrometheusMonitor(FaustPrometheusMonitor):
         latency = self.time() - state
         self.send_latency.extend(repeat(latency, min(count, self.send_latency.maxlen or count)))
         self._metrics.total_sent_messages.inc(count)
-        observe = self._metrics.producer_send_latency.observe
         milliseconds = self.secs_to_ms(latency)  # as Faust's ms_since(state)
-        for _ in range(count):  # a histogram counts observations: one per message
-            observe(milliseconds)
+        # A histogram counts observations: one per message.
+        observe_many(self._metrics.producer_send_latency, milliseconds, count)
+
+
+def observe_many(histogram: Any, amount: float, count: int) -> None:
+    """``histogram.observe(amount)``, ``count`` times, in one step: the same sum and the same
+    bucket counts (prometheus_client's ``Histogram``: its sum, and the one bucket the amount
+    falls in). Observed one at a time, a batch of 1,000 table writes cost 1 ms."""
+    if type(histogram) is Histogram and count > 0:
+        histogram._raise_if_not_observable()
+        histogram._sum.inc(amount * count)
+        for i, bound in enumerate(histogram._upper_bounds):
+            if amount <= bound:
+                histogram._buckets[i].inc(count)
+                break
+        return
+    for _ in range(count):
+        histogram.observe(amount)
 
 
 if settings.enable_metrics:

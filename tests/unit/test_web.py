@@ -176,3 +176,31 @@ def test_a_batch_counted_in_one_call_counts_what_one_call_per_key_or_message_cou
     assert monitor.messages_sent == faust_monitor.messages_sent == 4
     assert monitor.messages_sent_by_topic == faust_monitor.messages_sent_by_topic
     assert list(monitor.send_latency) == list(faust_monitor.send_latency) == [0.25] * 4
+
+
+def test_observing_many_at_once_counts_as_observing_each() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, Summary
+
+    from steamprice.web import observe_many
+
+    def samples(kind: Any, many: bool) -> dict[str, float]:
+        registry = CollectorRegistry()
+        buckets = {"buckets": (1, 5, 25)} if kind is Histogram else {}
+        metric = kind("latency_ms", "", registry=registry, **buckets)
+        for amount, count in ((0.5, 3), (5, 2), (7.25, 4), (100, 1), (3, 0)):
+            if many:
+                observe_many(metric, amount, count)
+            else:
+                for _ in range(count):
+                    metric.observe(amount)
+        return {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for m in registry.collect()
+            for s in m.samples
+            if not s.name.endswith("_created")
+        }
+
+    for kind in (Histogram, Summary):
+        assert samples(kind, True) == samples(kind, False)
+    assert samples(Histogram, True)["latency_ms_bucket[('le', '5.0')]"] == 5
+    assert samples(Histogram, True)["latency_ms_sum[]"] == 0.5 * 3 + 5 * 2 + 7.25 * 4 + 100
