@@ -185,7 +185,8 @@ class Settings:
     # an idle worker polls 4 times a second (2.5% of a core, 1.6% at Faust's 1,500 ms).
     fetch_wait_ms: int = 250
     fetch_min_bytes: int = 1_048_576
-    # Sink batching: at most this many rows per transaction, waiting at most this long.
+    # Sink batching: at most this many messages per transaction (a prices-normalized message
+    # holds up to STEAM_BATCH_SIZE observations), waiting at most this long.
     sink_batch_size: int = 500
     sink_batch_seconds: float = 1.0
     # Longest one MySQL transaction of a sink may take before it is abandoned and retried.
