@@ -56,15 +56,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Generator,
-    Iterable,
-    Mapping,
-    Set,
-)
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping, Set
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
@@ -694,33 +686,25 @@ SensorState = tuple[Any, bool, Any]
 
 
 def sends_initiated(
-    sensors: Iterable[Any],
-    producer: Any,
-    topic: str,
-    count: int,
-    messages: Callable[[], list[PendingMessage]],
+    sensors: Iterable[Any], producer: Any, topic: str, part: list[FutureMessage]
 ) -> list[SensorState]:
-    """Tell every sensor a batch of ``count`` messages goes out: in one call where it can take a
-    count (``on_sends_initiated``, as ``web.PrometheusMonitor``), else once per message as Faust
-    does (``messages()``: the batch's messages, made only for such a sensor)."""
+    """Tell every sensor a batch of ``part`` goes out: in one call where it can take a count
+    (``on_sends_initiated``, as ``web.PrometheusMonitor``), else once per message as Faust does."""
     states: list[SensorState] = []
-    each_message: list[PendingMessage] | None = None
     for sensor in sensors:
         bulk = getattr(sensor, "on_sends_initiated", None)
         if bulk is not None:
-            states.append((sensor, True, bulk(producer, topic, count)))
+            states.append((sensor, True, bulk(producer, topic, len(part))))
             continue
-        if each_message is None:
-            each_message = messages()
         each = [
             sensor.on_send_initiated(
                 producer,
                 topic,
-                message=message,
-                keysize=len(message.key or b""),
-                valsize=len(message.value or b""),
+                message=fut.message,
+                keysize=len(fut.message.key or b""),
+                valsize=len(fut.message.value or b""),
             )
-            for message in each_message
+            for fut in part
         ]
         states.append((sensor, False, each))
     return states
@@ -803,10 +787,7 @@ async def send_now(app: Any, topic: Any, partition: int, values: list[bytes]) ->
             producer._send_on_produce_message(
                 key=None, value=fut.message.value, partition=partition, timestamp=None, headers={}
             )
-        sending = part[start:end]
-        states = sends_initiated(
-            app.sensors, producer, name, len(sending), partial(messages_of, sending)
-        )
+        states = sends_initiated(app.sensors, producer, name, part[start:end])
         future = await kafka.send_batch(batch, name, partition=partition)
         delivered.append(delivered_count(producer, future, states, end - start))
         start = end
@@ -825,74 +806,6 @@ async def delivered_count(
                 sensor.on_send_error(producer, exc, each)
         raise
     sends_completed(producer, states, metadata_of(sent, count))
-
-
-@dataclass(slots=True)
-class ChangelogWrites:
-    """The writes of one batch to one partition of a table, for its changelog, in the order made:
-    ``(key, value)`` pairs, serialized (``tables.PartitionWriter`` queues them so).
-
-    A table write through Faust queues a ``FutureMessage`` of its own: a future and a pending
-    message built per key, each handed over, given its offset and counted one by one, about 6
-    us a write (a tenth of a first sweep's CPU), for futures nothing awaits. Here the buffer
-    counts the writes (a flush waits for them as for as many messages), hands them over with
-    the table writes queued around them, in order, and gives the last offset of each record
-    batch to the table's store through Faust's own callback, as it does for messages.
-    """
-
-    table: Any
-    partition: int
-    changes: list[tuple[Any, Any]]
-
-    def pending_message(self, key: Any, value: Any) -> PendingMessage:
-        """One write as Faust's own message for it (for a sensor that counts message by message)."""
-        table = self.table
-        return PendingMessage(
-            table.changelog_topic,
-            key,
-            value,
-            self.partition,
-            None,
-            {},
-            table.key_serializer,
-            table.value_serializer,
-            table._on_changelog_sent,
-            None,
-            None,
-            table.app.consumer_generation_id,
-        )
-
-
-class Delivered:
-    """What Faust's changelog callback reads of a sent message: its ``RecordMetadata``."""
-
-    __slots__ = ("metadata",)
-
-    def __init__(self, metadata: RecordMetadata) -> None:
-        self.metadata = metadata
-
-    def result(self) -> RecordMetadata:
-        return self.metadata
-
-
-# A table write or another message queued in the producer buffer; an entry of a record batch.
-Queued = FutureMessage | ChangelogWrites
-Entry = tuple[Any, Any, int | None, list[Any], Queued]
-
-
-def messages_of(futs: list[FutureMessage]) -> list[PendingMessage]:
-    return [fut.message for fut in futs]
-
-
-def message_count(item: Queued) -> int:
-    return len(item.changes) if isinstance(item, ChangelogWrites) else 1
-
-
-def pending_messages_of(part: list[Entry]) -> list[PendingMessage]:
-    return [
-        item.pending_message(key, value) if isinstance(item, ChangelogWrites) else item.message
-        for key, value, _, _, item in part
-    ]
 
 
 class ProducerBuffer(FaustProducerBuffer):
@@ -928,11 +841,6 @@ class ProducerBuffer(FaustProducerBuffer):
         self.put_count += 1
         self.pending.put_nowait(fut)
 
-    def put_changes(self, writes: ChangelogWrites) -> None:
-        """Queue a batch's table writes to one changelog partition (counted as many messages)."""
-        self.put_count += len(writes.changes)
-        self.pending.put_nowait(writes)
-
     @property
     def size(self) -> int:
         # Queued or in the round being handed to the producer: not sent yet.
@@ -964,18 +872,15 @@ class ProducerBuffer(FaustProducerBuffer):
         while self.pending.qsize():
             await self._send_round(self._take(self.pending.get_nowait()))
 
-    def _take(self, first: Queued) -> list[Queued]:
-        """``first`` and what else is queued, up to :data:`BUFFER_ROUND_MESSAGES` messages."""
+    def _take(self, first: FutureMessage) -> list[FutureMessage]:
+        """``first`` and what else is queued, up to :data:`BUFFER_ROUND_MESSAGES`."""
         taken = [first]
-        count = message_count(first)
         pending = self.pending
-        while count < BUFFER_ROUND_MESSAGES and pending.qsize():
-            item = pending.get_nowait()
-            taken.append(item)
-            count += message_count(item)
+        while len(taken) < BUFFER_ROUND_MESSAGES and pending.qsize():
+            taken.append(pending.get_nowait())
         return taken
 
-    async def _send_round(self, futs: list[Queued]) -> None:
+    async def _send_round(self, futs: list[FutureMessage]) -> None:
         """Hand ``futs`` to the Kafka producer: table writes as one record batch per partition.
 
         Faust publishes each message on its own (sensors, a producer future, a callback that
@@ -984,14 +889,9 @@ class ProducerBuffer(FaustProducerBuffer):
         producer future and one offset write; every message still gets its result (its offset
         in the batch) and its sensor calls. Anything else is published as Faust does.
         """
-        groups: dict[tuple[str, int], list[Queued]] = {}
+        groups: dict[tuple[str, int], list[FutureMessage]] = {}
         grouped = 0
         for fut in futs:
-            if isinstance(fut, ChangelogWrites):  # queued by a writer only outside a transaction
-                topic = fut.table.changelog_topic.get_topic_name()
-                groups.setdefault((topic, fut.partition), []).append(fut)
-                grouped += len(fut.changes)
-                continue
             message = fut.message
             callback = getattr(message, "callback", None)
             if (
@@ -1012,94 +912,86 @@ class ProducerBuffer(FaustProducerBuffer):
             self._sent()
         await self._send_groups(groups, grouped)
 
-    async def _send_groups(self, groups: dict[tuple[str, int], list[Queued]], count: int) -> None:
+    async def _send_groups(
+        self, groups: dict[tuple[str, int], list[FutureMessage]], count: int
+    ) -> None:
         for (topic, partition), group in groups.items():
             await self._send_batches(topic, partition, group)
         if count:
             self._sent(count)
 
-    async def _send_batches(self, topic: str, partition: int, group: list[Queued]) -> None:
+    async def _send_batches(self, topic: str, partition: int, group: list[FutureMessage]) -> None:
         app = cast(Any, self.app)
         producer, sensors = app.producer, app.sensors
         kafka = producer._ensure_producer()
         produced = producer._send_on_produce_message
         headers_allowed = producer.allow_headers
-        entries: list[Entry] = []
-        for item in group:
-            if isinstance(item, ChangelogWrites):
-                entries.extend((key, value, None, [], item) for key, value in item.changes)
-                continue
-            message = item.message
-            headers = message.headers
-            if isinstance(headers, Mapping):
-                headers = list(headers.items())
-            if not headers_allowed or not headers:
-                headers = []
-            timestamp = message.timestamp
-            stamp_ms = int(timestamp * 1000.0) if timestamp else None
-            entries.append((message.key, message.value, stamp_ms, headers, item))
         start = 0
-        while start < len(entries):
+        while start < len(group):
             batch = kafka.create_batch()
             end = start
-            while end < len(entries):
-                key, value, stamp_ms, headers, _ = entries[end]
-                if batch.append(timestamp=stamp_ms, key=key, value=value, headers=headers) is None:
+            while end < len(group):
+                message = group[end].message
+                headers = message.headers
+                if isinstance(headers, Mapping):
+                    headers = list(headers.items())
+                if not headers_allowed or not headers:
+                    headers = []
+                timestamp = message.timestamp
+                stamp_ms = int(timestamp * 1000.0) if timestamp else None
+                if (
+                    batch.append(
+                        timestamp=stamp_ms, key=message.key, value=message.value, headers=headers
+                    )
+                    is None
+                ):
                     break
                 end += 1
             if end == start:  # larger than a batch: Faust sends it on its own
-                item = entries[start][4]
-                if isinstance(item, ChangelogWrites):  # aiokafka takes any first message
-                    raise ValueError(f"a table write to {topic} fits no Kafka record batch")
-                await self._send_pending(item)
+                await self._send_pending(group[start])
                 start += 1
                 continue
-            part = entries[start:end]
-            for key, value, _, _, item in part:
-                if isinstance(item, ChangelogWrites):
-                    produced(key=key, value=value, partition=partition, timestamp=None, headers={})
-                else:
-                    message = item.message
-                    produced(
-                        key=key,
-                        value=value,
-                        partition=partition,
-                        timestamp=message.timestamp,
-                        headers=message.headers,
-                    )
-            states = sends_initiated(
-                sensors, producer, topic, len(part), partial(pending_messages_of, part)
-            )
+            part = group[start:end]
+            for fut in part:
+                message = fut.message
+                produced(
+                    key=message.key,
+                    value=message.value,
+                    partition=partition,
+                    timestamp=message.timestamp,
+                    headers=message.headers,
+                )
+            states = sends_initiated(sensors, producer, topic, part)
             future = await kafka.send_batch(batch, topic, partition=partition)
-            future.add_done_callback(partial(self._batch_sent, topic, part, states))
+            future.add_done_callback(partial(self._batch_sent, part, states))
             start = end
 
     def _batch_sent(
-        self, topic: str, part: list[Entry], states: list[SensorState], future: asyncio.Future[Any]
+        self, part: list[FutureMessage], states: list[SensorState], future: asyncio.Future[Any]
     ) -> None:
         producer = cast(Any, self.app).producer
         try:
             sent = future.result()
         except Exception as exc:
-            logger.warning("Could not send %d table writes to %s: %r", len(part), topic, exc)
-            for *_, item in part:
-                if not isinstance(item, ChangelogWrites) and not item.done():
-                    item.set_exception(exc)
+            logger.warning(
+                "Could not send %d table writes to %s: %r",
+                *(len(part), part[0].message.channel.get_topic_name(), exc),
+            )
+            for fut in part:
+                if not fut.done():
+                    fut.set_exception(exc)
             for sensor, bulk, state in states:
                 for each in [state] * len(part) if bulk else state:
                     sensor.on_send_error(producer, exc, each)
             return
         results = metadata_of(sent, len(part))
-        for (*_, item), result in zip(part, results, strict=True):
-            if not isinstance(item, ChangelogWrites) and not item.done():
-                item.set_result(result)
+        for fut, result in zip(part, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
         sends_completed(producer, states, results)
         # One partition of one table: the last offset is what its RocksDB database has.
-        last = part[-1][4]
-        if isinstance(last, ChangelogWrites):
-            last.table._on_changelog_sent(Delivered(results[-1]))
-        else:
-            cast(Any, last.message.callback)(last)
+        last = part[-1]
+        cast(Any, last.message.callback)(last)
 
     async def flush(self) -> None:
         await self._until_sent(self.put_count)

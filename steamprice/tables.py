@@ -8,12 +8,11 @@ from typing import Any
 import orjson
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import current_event
-from faust.types.tuples import FutureMessage
+from faust.types.tuples import FutureMessage, PendingMessage
 from rocksdict import WriteBatch
 
 from steamprice.app import app
 from steamprice.batches import json_bytes
-from steamprice.kafka import ChangelogWrites
 from steamprice.models import AppState, PriceHistory
 
 # Schedule and health per app, keyed by app id; written by the schedule agent only (schedule
@@ -116,10 +115,9 @@ class PartitionWriter:
     and the same bytes go to both places, at :meth:`counted`, once per batch: one RocksDB write
     of every key (a ``WriteBatch``, applied atomically, to the database of the record's
     partition, as ``Store._set`` with that event), then the changelog messages of that
-    partition, queued in the producer buffer as one batch of writes (``kafka.ChangelogWrites``:
-    no future per write), whose last offset reaches RocksDB through Faust's own callback once
-    sent (``kafka.ProducerBuffer`` sends them as record batches). So, as with Faust, a key is
-    in RocksDB before its changelog message can be sent.
+    partition, to the producer buffer, with Faust's own callback, which records the changelog
+    offset in RocksDB once the message is sent (``kafka.ProducerBuffer`` sends them as record
+    batches). So, as with Faust, a key is in RocksDB before its changelog message can be sent.
     Until then the writes are in :attr:`pending`, which a :class:`PartitionReader` given this
     writer reads first. A record's keys all belong to its partition (``steamprice.batches``),
     the one Faust would pick. Faust's key index (an LRU cache of 1,000 keys' partitions, which
@@ -137,23 +135,37 @@ class PartitionWriter:
         self.writes: list[tuple[Any, Any]] = []
         # raw key -> raw value: what the next RocksDB write holds (the last value of a key).
         self.pending: dict[Any, Any] = {}
-        # (raw key, raw value) of every write since the last count, in order: the changelog.
-        self._changes: list[tuple[Any, Any]] = []
+        self._messages: list[FutureMessage] = []
         self._db = store._db_for_partition(partition)
         self._encode_key = key_encoder(store)
         self._encode_value = json_encoder(
             store.value_serializer, store.value_type, store._encode_value
         )
+        self._topic = table.changelog_topic
+        self._callback = table._on_changelog_sent
+        self._send = table.app.producer.send_soon
         self._app = table.app
-        # ``kafka.ProducerBuffer`` takes a batch's writes at once (``put_changes``); Faust's own
-        # buffer (a threaded producer) a message per write.
-        buffer = getattr(table.app.producer, "buffer", None)
-        self._put_changes = getattr(buffer, "put_changes", None)
+        self._key_serializer = table.key_serializer
+        self._value_serializer = table.value_serializer
 
     def __setitem__(self, key: Any, value: Any) -> None:
         raw_key = self._encode_key(key)
         raw_value = self._encode_value(value)
-        self._changes.append((raw_key, raw_value))
+        message = PendingMessage(
+            self._topic,
+            raw_key,
+            raw_value,
+            self.partition,
+            None,
+            {},
+            self._key_serializer,
+            self._value_serializer,
+            self._callback,
+            None,
+            None,
+            self._app.consumer_generation_id,
+        )
+        self._messages.append(FutureMessage(message))
         self.pending[raw_key] = raw_value
         self.writes.append((key, value))
 
@@ -165,26 +177,14 @@ class PartitionWriter:
                 batch.put(raw_key, raw_value)
             self._db.write(batch)
             self.pending.clear()  # cleared, not replaced: readers hold this dict
-        changes, self._changes = self._changes, []
-        if changes:
-            self._send_changes(changes)
+        messages, self._messages = self._messages, []
+        for message in messages:
+            self._send(message)
         writes, self.writes = self.writes, []
         table = self.table
         count_on_sensors(
             table, writes, "on_table_sets", lambda sensor, kv: sensor.on_table_set(table, *kv)
         )
-
-    def _send_changes(self, changes: list[tuple[Any, Any]]) -> None:
-        """The changelog messages of ``changes``: one queued batch (see ``kafka.ChangelogWrites``),
-        or, for a buffer that takes only messages or within a transaction (whose offsets Faust
-        records at its commit), a message per write as Faust queues it."""
-        app = self._app
-        if self._put_changes is not None and not app.in_transaction:
-            self._put_changes(ChangelogWrites(self.table, self.partition, changes))
-            return
-        writes = ChangelogWrites(self.table, self.partition, changes)
-        for raw_key, raw_value in changes:
-            app.producer.send_soon(FutureMessage(writes.pending_message(raw_key, raw_value)))
 
 
 def json_encoder(

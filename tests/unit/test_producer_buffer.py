@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import RecordMetadata
 from faust.tables.base import Collection
 from faust.types import TP
@@ -162,7 +161,6 @@ class Kafka:
     def __init__(self, batch_size: int = 16384) -> None:
         self.batch_size = batch_size
         self.sent: list[tuple[str, int, int, asyncio.Future[RecordMetadata]]] = []
-        self.batches: list[BatchBuilder] = []
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
@@ -172,13 +170,7 @@ class Kafka:
     ) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, partition, batch.record_count(), future))
-        self.batches.append(batch)
         return future
-
-    def records(self, index: int) -> list[tuple[bytes, bytes]]:
-        """The keys and values of a batch handed over, in order, as Kafka gets them."""
-        batch = MemoryRecords(bytes(self.batches[index]._build())).next_batch()
-        return [(record.key, record.value) for record in batch]
 
     def deliver(self, index: int, base_offset: int) -> None:
         topic, partition, _, future = self.sent[index]
@@ -331,41 +323,6 @@ async def test_table_writes_and_other_messages_are_handed_over_in_the_order_queu
     channel.gate.release()
     await asyncio.wait_for(buf.flush(), 1)
     assert [n for _, _, n, _ in kafka_producer.sent] == [1, 1] and channel.sent == [0]
-
-
-async def test_a_batch_s_table_writes_go_out_as_its_messages_would_in_the_order_queued(
-    batching: Batching,
-) -> None:
-    """``put_changes`` (a writer's batch, no future per write): counted as its writes, handed
-    over in order with the messages queued around it, its last offset in the table's store,
-    counted on the sensors as its messages would be."""
-    buf, kafka_producer, sensors, bulk = batching
-    table, topic = Table(), Topic("app-price-state-changelog")
-    table.changelog_topic = topic
-    table.key_serializer = table.value_serializer = "json"
-    table.app.consumer_generation_id = 3
-    first, last = write(table, topic, 0, 1), write(table, topic, 0, 5)
-    buf.put(first)
-    buf.put_changes(kafka.ChangelogWrites(table, 0, [(b'"2"', b"2"), (b'"3"', b"3")]))
-    buf.put_changes(kafka.ChangelogWrites(table, 1, [(b'"4"', b"4")]))
-    buf.put(last)
-    assert buf.size == 5
-    await asyncio.wait_for(buf.flush(), 1)
-    assert [(t, p, n) for t, p, n, _ in kafka_producer.sent] == [
-        (topic.name, 0, 4),
-        (topic.name, 1, 1),
-    ]
-    assert [k for k, _ in kafka_producer.records(0)] == [b'"1"', b'"2"', b'"3"', b'"5"']
-    assert kafka_producer.records(1) == [(b'"4"', b"4")]
-    assert buf.size == 0 and buf.app.producer.produced == 5  # type: ignore[union-attr]
-    assert sensors.initiated == [(topic.name, 0)] * 4 + [(topic.name, 1)]
-    assert bulk.initiated == [(topic.name, 4), (topic.name, 1)]
-    kafka_producer.deliver(0, base_offset=10)
-    kafka_producer.deliver(1, base_offset=7)
-    await settle()
-    assert (first.result().offset, last.result().offset) == (10, 13)
-    assert table.data.persisted == [(TP(topic.name, 0), 13), (TP(topic.name, 1), 7)]
-    assert sensors.completed == [10, 11, 12, 13, 7] and bulk.completed == [4, 1]
 
 
 async def test_send_now_sends_closed_batches_and_returns_once_they_are_delivered() -> None:

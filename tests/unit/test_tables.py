@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -20,7 +19,6 @@ import pytest
 from faust.streams import _current_event
 from faust.tables.base import Collection
 
-from steamprice.kafka import ChangelogWrites
 from steamprice.models import AppState, PriceHistory
 from steamprice.tables import (
     PartitionReader,
@@ -187,30 +185,13 @@ class _Buffer:
         self.sent.append(fut)
 
 
-class _BatchBuffer(_Buffer):
-    """``kafka.ProducerBuffer`` as a writer reaches it: a batch of writes at once."""
-
-    def put_changes(self, writes: ChangelogWrites) -> None:
-        self.sent.append(writes)
-
-
 def _written(buffer: _Buffer) -> list[tuple[Any, ...]]:
     out = []
-    for item in buffer.sent:
-        if isinstance(item, ChangelogWrites):  # as each write would have been queued
-            out.extend(_written(_as_messages(item)))
-            continue
-        m = item.message
+    for fut in buffer.sent:
+        m = fut.message
         callback = (m.callback.__self__, m.callback.__func__)
         out.append((m.channel, m.key, m.value, m.partition, m.headers or {}, callback, m.timestamp))
     return out
-
-
-def _as_messages(writes: ChangelogWrites) -> _Buffer:
-    buffer = _Buffer()
-    for key, value in writes.changes:
-        buffer.put(SimpleNamespace(message=writes.pending_message(key, value)))
-    return buffer
 
 
 class _Sets:
@@ -221,14 +202,10 @@ class _Sets:
         self.counts.append(count)
 
 
-@pytest.mark.parametrize("buffer_kind", [_Buffer, _BatchBuffer])
-async def test_it_writes_what_faust_writes_where_faust_writes_it(
-    app: faust.App, buffer_kind: type[_Buffer]
-) -> None:
+async def test_it_writes_what_faust_writes_where_faust_writes_it(app: faust.App) -> None:
     """The same bytes in the same RocksDB database, the same changelog messages (topic,
     partition, key, value, the callback that records their offsets), the same counts; only
-    Faust's key index (a cache) is left alone. Handed to a buffer that takes messages one by
-    one (Faust's), or a batch's at once (``kafka.ProducerBuffer``)."""
+    Faust's key index (a cache) is left alone."""
     history = PriceHistory(
         app_id=7, cc="us", currency="USD", low_final=999, low_at=datetime(2025, 8, 17, tzinfo=UTC)
     )
@@ -236,7 +213,7 @@ async def test_it_writes_what_faust_writes_where_faust_writes_it(
     writes = [("7:us", {"app_id": 7, "final": 999}), ("8:us", None), ("7:us", {"at": at})]
     results = []
     for name, how in (("faust", "table"), ("writer", "writer")):
-        buffer = _Buffer() if how == "table" else buffer_kind()
+        buffer = _Buffer()
         app.producer.buffer = buffer  # type: ignore[attr-defined]
         states = app.Table(f"{name}-state", key_type=str)
         histories = app.Table(f"{name}-history", key_type=str, value_type=PriceHistory)
@@ -300,13 +277,12 @@ def test_stores_it_cannot_write_like_faust_are_written_through_the_table(tmp_pat
     assert isinstance(write, TableWriter) and write.table is in_memory
 
 
-@pytest.mark.parametrize("buffer_kind", [_Buffer, _BatchBuffer])
 async def test_a_batch_lands_at_once_when_counted_and_its_reader_sees_it_before(
-    app: faust.App, buffer_kind: type[_Buffer]
+    app: faust.App,
 ) -> None:
     """Nothing reaches RocksDB or the producer before ``counted()``; a reader given the writer
     reads the batch's own writes meanwhile (the last of a key), one without it the database."""
-    buffer = buffer_kind()
+    buffer = _Buffer()
     app.producer.buffer = buffer  # type: ignore[attr-defined]
     table = app.Table("state", key_type=str)
     histories = app.Table("history", key_type=str, value_type=PriceHistory)
