@@ -89,13 +89,9 @@ warnings.filterwarnings(
 # table, and in a multi-table ``UPDATE`` or a ``SELECT ... FOR UPDATE`` of tables that are
 # growing (a first sweep) it then picked a block nested loop of the whole joined table against
 # the list: 1-2 s per statement for a few thousand ids where the list below the threshold takes
-# a few ms by the primary key. So longer lists are sent as several statements.
+# a few ms by the primary key. So longer lists are sent as several statements
+# (``batches.chunks(ids, IN_LIST_MAX)``).
 IN_LIST_MAX = 500
-
-
-def id_lists(ids: Sequence[T], size: int = IN_LIST_MAX) -> list[Sequence[T]]:
-    """``ids`` in consecutive slices of at most ``size`` (one ``IN`` list each)."""
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def error_code(exc: BaseException) -> int | None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from steamprice.database import id_lists
+from steamprice.batches import chunks
+from steamprice.database import IN_LIST_MAX
 from steamprice.enddates import KNOWN, REQUEST_FAILED, Ask, Asked, EndDate, Offer, needs_end_date
 
 
@@ -177,7 +178,7 @@ async def record_asks(cur: Any, asks: Sequence[Ask], resweep: timedelta) -> tupl
     queued: list[tuple[Any, ...]] = []
     for cc, group in sorted(by_region(newest.values()).items()):
         last: dict[int, Asked] = {}
-        for ids in id_lists(sorted(a.app_id for a in group)):
+        for ids in chunks(sorted(a.app_id for a in group), IN_LIST_MAX):
             await cur.execute(select_asked(len(ids)), [cc, *ids])
             for app_id, initial, final, since, asked_for, obs_id in await cur.fetchall():
                 last[int(app_id)] = Asked(int(initial), int(final), since, asked_for, str(obs_id))
@@ -269,7 +270,7 @@ async def record_answers(
 
 async def sync_current(cur: Any, cc: str, app_ids: Sequence[int]) -> int:
     updated = 0
-    for ids in id_lists(app_ids):
+    for ids in chunks(app_ids, IN_LIST_MAX):
         await cur.execute(sync_current_sql(len(ids)), [cc, *ids])
         updated += max(int(cur.rowcount), 0)
     return updated
@@ -277,7 +278,7 @@ async def sync_current(cur: Any, cc: str, app_ids: Sequence[int]) -> int:
 
 async def sync_changes(cur: Any, cc: str, app_ids: Sequence[int]) -> int:
     updated = 0
-    for ids in id_lists(app_ids):
+    for ids in chunks(app_ids, IN_LIST_MAX):
         await cur.execute(sync_changes_sql(len(ids)), [cc, *ids])
         updated += max(int(cur.rowcount), 0)
     return updated
@@ -293,7 +294,7 @@ async def queue_counts(cur: Any) -> tuple[int, int]:
 async def end_rows(cur: Any, app_ids: Sequence[int]) -> dict[tuple[int, str], EndRow]:
     """Every region's row of these apps."""
     rows: dict[tuple[int, str], EndRow] = {}
-    for ids in id_lists(list(app_ids)):
+    for ids in chunks(list(app_ids), IN_LIST_MAX):
         await cur.execute(select_ends(len(ids)), list(ids))
         for a, cc, i, f, since, pending, attempts, ends in await cur.fetchall():
             rows[(int(a), str(cc))] = EndRow(

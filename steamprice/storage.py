@@ -26,8 +26,9 @@ from aiomysql.cursors import RE_INSERT_VALUES
 from pymysql.converters import escape_item, escape_string
 
 from steamprice import discount_ends
-from steamprice.batches import ObservedBatch, app_ids_json
-from steamprice.database import Database, id_lists
+from steamprice.batches import ObservedBatch, app_ids_json, chunks
+from steamprice.database import IN_LIST_MAX, Database
+from steamprice.enddates import discounted_offer
 from steamprice.models import Observation, PriceChange
 from steamprice.pricing import fingerprint
 from steamprice.steam import NO_PRICE, PRICED, UNKNOWN
@@ -355,11 +356,6 @@ def low_rows(history: Iterable[Row]) -> list[Row]:
     return [(*key, final, at) for key, (final, at) in sorted(lows.items())]
 
 
-def chunks(rows: Sequence[Row], size: int = 1000) -> Iterable[Sequence[Row]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
 # --- executing --------------------------------------------------------------------------------
 
 # SQL literals of the types the planned rows hold, as pymysql writes them (sessions never set
@@ -411,12 +407,6 @@ def multi_row_insert(statement: str, rows: Sequence[Row]) -> str:
 INSERT_ROWS_MAX = 5000
 
 
-def _is_discount(o: Observation) -> bool:
-    return (
-        o.status == PRICED and o.initial is not None and o.final is not None and o.final < o.initial
-    )
-
-
 async def insert_rows(cur: aiomysql.Cursor, statement: str, rows: Sequence[Row]) -> int:
     """Send ``rows`` as multi-row INSERTs of up to ``INSERT_ROWS_MAX`` rows; the affected-rows
     total.
@@ -446,7 +436,7 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
     keys = {(o.app_id, o.cc) for o in batch}
     await insert_rows(cur, INSERT_APPS, app_rows(o.app_id for o in batch))
     open_periods: dict[tuple[int, str], Period] = {}
-    for app_ids in id_lists(sorted({a for a, _ in keys})):
+    for app_ids in chunks(sorted({a for a, _ in keys}), IN_LIST_MAX):
         await cur.execute(select_open_periods(len(app_ids)), app_ids)
         for row in await cur.fetchall():
             p = Period.from_row(row)
@@ -464,7 +454,12 @@ async def _store_observations(cur: aiomysql.Cursor, batch: Sequence[Observation]
     # discount has one (``discount_ends`` holds discounts, and the copy matches its prices):
     # a first sweep's batch asks for its apps on sale, not for every app.
     regions: dict[str, list[int]] = {}
-    for app_id, cc in sorted({(o.app_id, o.cc) for o in batch if _is_discount(o)}):
+    discounted = {
+        (o.app_id, o.cc)
+        for o in batch
+        if discounted_offer(o.app_id, o.initial, o.final, o.discount_percent) is not None
+    }
+    for app_id, cc in sorted(discounted):
         regions.setdefault(cc, []).append(app_id)
     for cc, app_ids in sorted(regions.items()):
         await discount_ends.sync_current(cur, cc, app_ids)
