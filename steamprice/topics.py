@@ -108,22 +108,34 @@ def partitions() -> int:
     return int(schedule_topic.partitions or app.conf.topic_partitions)
 
 
-async def send_schedule(commands: Iterable[ScheduleCommand], partition: int | None = None) -> int:
+async def send_schedule(
+    commands: Iterable[ScheduleCommand], partition: int | None = None, *, delivered: bool = False
+) -> int:
     """Commands to the schedule topic: one record per partition, op and time; returns how many.
 
     ``partition``: every command's app is known to be of that partition (no hashing).
+    ``delivered``: return only once the broker has every record (sent at once, not lingering).
     """
     groups: dict[tuple[int, str, datetime], list[ScheduleCommand]] = {}
     count = partitions()
     for cmd in commands:
         where = partition_for(cmd.app_id, count) if partition is None else partition
         groups.setdefault((where, cmd.op, cmd.at), []).append(cmd)
-    records = 0
+    records: dict[int, list[dict[str, Any]]] = {}
     for (where, _, _), group in groups.items():
-        for chunk in chunks(group):
-            await schedule_topic.send(value=schedule_record(chunk), partition=where)
-            records += 1
-    return records
+        records.setdefault(where, []).extend(schedule_record(c) for c in chunks(group))
+    if delivered:
+        await asyncio.gather(
+            *(
+                send_now(app, schedule_topic, where, [json_bytes(v) for v in values])
+                for where, values in records.items()
+            )
+        )
+    else:
+        for where, values in records.items():
+            for value in values:
+                await schedule_topic.send(value=value, partition=where)
+    return sum(map(len, records.values()))
 
 
 async def send_crawl_requests(

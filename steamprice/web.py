@@ -21,6 +21,7 @@ from faust.types.tuples import PendingMessage
 from mode import Service
 from prometheus_client import Histogram
 
+from steamprice.agents.intake import seed_consumer
 from steamprice.app import app, settings
 from steamprice.report import consumer_lag, short_topic
 from steamprice.services import metrics, notifier
@@ -215,18 +216,21 @@ class Collector(Service):
     async def _measure_lag(self) -> None:
         consumer = app.consumer
         tps = [tp for tp in consumer.assignment() if short_topic(tp.topic, settings.app_id)]
-        if not tps:
-            self.lag = {}
-            metrics.consumer_lag.clear()
-            return
-        ends = await consumer.highwaters(*tps)
-        # Faust keeps what it committed (and what it found committed at assignment) here;
-        # the public monitor only learns offsets this process commits itself.
-        known: Any = getattr(consumer, "_committed_offset", {})
-        committed = {tp: known.get(tp) for tp in tps}
-        unknown = [tp for tp, offset in committed.items() if offset is None]
-        earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
-        self.lag = consumer_lag(settings.app_id, ends, committed, earliest)
+        lag: dict[str, int] = {}
+        if tps:
+            ends = await consumer.highwaters(*tps)
+            # Faust keeps what it committed (and what it found committed at assignment) here;
+            # the public monitor only learns offsets this process commits itself.
+            known: Any = getattr(consumer, "_committed_offset", {})
+            committed = {tp: known.get(tp) for tp in tps}
+            unknown = [tp for tp, offset in committed.items() if offset is None]
+            earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
+            lag = consumer_lag(settings.app_id, ends, committed, earliest)
+        # The seed topic is read by a consumer group of its own (steamprice.seeds).
+        seeds = await seed_consumer.lag()
+        if seeds is not None:
+            lag["app-ids"] = seeds
+        self.lag = lag
         # Replaced as a whole, so a topic whose partitions moved away stops being reported.
         metrics.consumer_lag.clear()
         for topic, behind in self.lag.items():

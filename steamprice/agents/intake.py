@@ -25,7 +25,6 @@ from typing import Any
 
 from steamprice.app import app, settings
 from steamprice.batches import BadRecord, read_schedule
-from steamprice.batching import Batcher
 from steamprice.models import AppState, FailedInput, ScheduleCommand
 from steamprice.schedule import (
     RECHECK,
@@ -39,6 +38,7 @@ from steamprice.schedule import (
     dispatch_budget,
     parse_seed,
 )
+from steamprice.seeds import SeedConsumer
 from steamprice.services import metrics
 from steamprice.tables import app_state, app_state_table, partition_reader, partition_writer
 from steamprice.topics import (
@@ -68,19 +68,16 @@ bad_seed_log = LogThrottle(burst=20, window=60.0)
 # So are re-seeds coalesced into a later re-check (a whole catalog seeded twice in a minute).
 recheck_log = LogThrottle(burst=20, window=60.0)
 REBUILD_YIELD_EVERY = 5000
-# Seeds are forwarded in batches closed when this many arrived or this long after the first.
-INTAKE_BATCH_SIZE = 1000
-INTAKE_BATCH_SECONDS = 0.5
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def sent_at(event: Any) -> datetime | None:
-    """When a seed was put on the seed topic (its Kafka timestamp)."""
-    timestamp = event.message.timestamp
-    return datetime.fromtimestamp(timestamp, UTC) if timestamp and timestamp > 0 else None
+def sent_at(record: Any) -> datetime | None:
+    """When a seed was put on the seed topic (its Kafka timestamp, in ms)."""
+    timestamp = record.timestamp
+    return datetime.fromtimestamp(timestamp / 1000, UTC) if timestamp and timestamp > 0 else None
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -99,7 +96,8 @@ async def declare_failed_topic() -> None:
     await app_ids_failed_topic.maybe_declare()
 
 
-async def reject_seed(value: Any, exc: BadSeed) -> None:
+async def reject_seed(value: Any, exc: BadSeed) -> Any:
+    """Count and log a bad seed, send it to app-ids-failed; the send's delivery future back."""
     metrics.bad_input.labels("seed", "invalid").inc()
     log_it, suppressed = bad_seed_log.allow(time.monotonic())
     if suppressed:
@@ -107,41 +105,51 @@ async def reject_seed(value: Any, exc: BadSeed) -> None:
     if log_it:
         logger.warning("Rejected seed message (%s): %.80r", exc, value)
     raw = value.decode("utf-8", "replace")[:1024] if isinstance(value, bytes) else str(value)
-    await app_ids_failed_topic.send(key=None, value=FailedInput(reason=str(exc), at=now(), raw=raw))
+    return await app_ids_failed_topic.send(
+        key=None, value=FailedInput(reason=str(exc), at=now(), raw=raw)
+    )
 
 
-async def forward_seeds(events: Sequence[Any]) -> None:
-    """One batch of seed messages -> one ``seed`` record per partition (an app once per batch)."""
+async def forward_seeds(records: Sequence[Any]) -> None:
+    """A fetch of seed records (``value``, ``timestamp`` in ms) -> one ``seed`` schedule record
+    per partition (an app once per fetch); garbage -> app-ids-failed, record by record.
+
+    Returns once the broker has all of it: the caller then commits the fetch's offsets.
+    """
     seeds: dict[int, datetime | None] = {}
+    rejected: list[Any] = []
     good = 0
-    for event in events:
+    for record in records:
         try:
-            app_id = parse_seed(event.value)
+            app_id = parse_seed(record.value)
         except BadSeed as exc:
-            await reject_seed(event.value, exc)
+            rejected.append(await reject_seed(record.value, exc))
             continue
         good += 1
-        sent = sent_at(event)
+        sent = sent_at(record)
         seeds[app_id] = _later(seeds[app_id], sent) if app_id in seeds else sent
-    if not seeds:
-        return
-    metrics.kafka_messages.labels("app-ids", "consumed").inc(good)
-    at = now()
-    await send_schedule(ScheduleCommand(a, SEED, at, sent_at=s) for a, s in seeds.items())
+    if seeds:
+        at = now()
+        commands = (ScheduleCommand(a, SEED, at, sent_at=s) for a, s in seeds.items())
+        await send_schedule(commands, delivered=True)
+    await asyncio.gather(*rejected)
+    if good:
+        metrics.kafka_messages.labels("app-ids", "consumed").inc(good)
 
 
-@app.agent(app_ids_topic, name="intake")
-async def intake(stream: Any) -> None:
-    """Seed topic -> schedule records by partition; garbage -> app-ids-failed with a reason."""
-    batcher = Batcher(
-        stream.noack(),
-        INTAKE_BATCH_SIZE,
-        INTAKE_BATCH_SECONDS,
-        forward_seeds,
-        name="intake",
-        events=True,
-    )
-    await batcher.run()
+seed_consumer = SeedConsumer(
+    kafka_broker=settings.kafka_broker,
+    topic=app_ids_topic.get_topic_name(),
+    group=f"{settings.app_id}-intake",
+    handler=forward_seeds,
+    metrics=metrics,
+    # The group of Faust's consumer read the seed topic before this one did.
+    upgrade_from_group=settings.app_id,
+    instance_id=lambda: app.conf.consumer_group_instance_id or None,
+    session_timeout=settings.broker_session_timeout,
+    declare=app_ids_topic.maybe_declare,
+)
+app.service(seed_consumer)  # type: ignore[arg-type]
 
 
 def _coalesced(cmd: ScheduleCommand, prev: AppState | None, decision: Decision) -> None:

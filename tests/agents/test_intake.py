@@ -1,30 +1,34 @@
-"""The intake agent: seeds become schedule records of one partition each; garbage goes to
-app-ids-failed, message by message."""
+"""The seed intake's handler: a fetch of seeds becomes schedule records of one partition each;
+garbage goes to app-ids-failed, message by message. (The consumer that fetches them,
+``steamprice.seeds``, runs against the real broker in the integration tier.)"""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 
-from steamprice.agents.intake import intake
+from steamprice.agents.intake import forward_seeds
 from steamprice.app import app
 from steamprice.batches import partition_for
 from steamprice.metrics import Metrics
 from steamprice.models import FailedInput
 from steamprice.schedule import SEED
 from steamprice.topics import app_ids_failed_topic, schedule_topic
-from tests.support.agents import Sent, processed
+from tests.support.agents import Sent
 
 PARTITIONS = app.conf.topic_partitions
 
 
-async def put_all(agent: Any, *raws: bytes) -> list[Any]:
-    events = [await agent.put(raw) for raw in raws]
-    for event in events:
-        await processed(event)
-    return events
+def seed_records(*raws: bytes, key: bytes | None = None) -> list[ConsumerRecord[bytes, bytes]]:
+    """Seed records as the consumer fetches them (Kafka timestamps in ms)."""
+    at = int(time.time() * 1000)
+    return [
+        ConsumerRecord("it.app-ids", 0, n, at + n, 0, key, raw, None, 0, len(raw), ())
+        for n, raw in enumerate(raws)
+    ]
 
 
 BAD_SEEDS = [
@@ -55,8 +59,7 @@ def invalid_seeds(metrics: Metrics) -> float:
 async def test_a_bad_seed_goes_to_app_ids_failed_with_its_reason(
     raw: bytes, reason: str, sent: Sent, metrics: Metrics
 ) -> None:
-    async with intake.test_context() as agent:
-        await processed(await agent.put(raw, key=b"k"))
+    await forward_seeds(seed_records(raw, key=b"k"))
 
     [(key, failed)] = sent.to(app_ids_failed_topic)
     assert key is None  # no app id to key it by
@@ -73,14 +76,14 @@ async def test_a_good_seed_becomes_a_seed_command_in_its_partition(
     raw: bytes, sent: Sent, metrics: Metrics
 ) -> None:
     before = datetime.now(UTC)
-    async with intake.test_context() as agent:
-        [event] = await put_all(agent, raw)
+    [record] = seed_records(raw)
+    await forward_seeds([record])
 
     [(partition, [command])] = sent.schedule_commands()
     assert partition == partition_for(730, PARTITIONS)
     assert (command.app_id, command.op) == (730, SEED)
     # When it was put on the seed topic: a request made after that covers it.
-    assert command.sent_at == datetime.fromtimestamp(event.message.timestamp, UTC)
+    assert command.sent_at == datetime.fromtimestamp(record.timestamp / 1000, UTC)
     assert before <= command.at <= datetime.now(UTC)
     assert sent.to(app_ids_failed_topic) == []
     assert invalid_seeds(metrics) == 0
@@ -89,8 +92,7 @@ async def test_a_good_seed_becomes_a_seed_command_in_its_partition(
 
 
 async def test_garbage_between_seeds_is_routed_message_by_message(sent: Sent) -> None:
-    async with intake.test_context() as agent:
-        await put_all(agent, b"10", b"junk", b"20", b"", b'{"app_id": 30}')
+    await forward_seeds(seed_records(b"10", b"junk", b"20", b"", b'{"app_id": 30}'))
 
     assert sorted(c.app_id for _, cmds in sent.schedule_commands() for c in cmds) == [10, 20, 30]
     assert [f.raw for _, f in sent.to(app_ids_failed_topic)] == ["junk", ""]
@@ -98,8 +100,7 @@ async def test_garbage_between_seeds_is_routed_message_by_message(sent: Sent) ->
 
 async def test_many_seeds_go_out_as_one_record_per_partition_each_app_once(sent: Sent) -> None:
     apps = list(range(1, 301))
-    async with intake.test_context() as agent:
-        await put_all(agent, *(str(a).encode() for a in [*apps, 5, 7]))  # 5 and 7 twice
+    await forward_seeds(seed_records(*(str(a).encode() for a in [*apps, 5, 7])))  # 5 and 7 twice
 
     records = sent.schedule_commands()
     assert len(records) == len({partition_for(a, PARTITIONS) for a in apps})

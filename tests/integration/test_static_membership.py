@@ -12,29 +12,44 @@ import re
 import signal
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocol
 
 from tests.support.fakes import FakeSteam
 from tests.support.infra import wait_for
 from tests.support.processes import Pipeline, Worker, seed_apps
 
 APPS = range(500, 540)
-JOINED_RE = re.compile(r"Joined group '[^']+' \(generation (\d+)\) with member_id (\S+)")
+JOINED_RE = re.compile(r"Joined group '([^']+)' \(generation (\d+)\) with member_id (\S+)")
 
 
-async def members(pipeline: Pipeline) -> list[str]:
-    """Member ids of the pipeline's consumer group, as the broker has them now."""
+async def describe(pipeline: Pipeline, group: str) -> list[tuple[str, set[int]]]:
+    """(member id, partitions of its assignment) of each member of ``group``, as the broker has
+    them now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka)
     await admin.start()
     try:
-        response = (await admin.describe_consumer_groups([pipeline.app_id]))[0]
-        return sorted(str(m[0]) for group in response.groups for m in group[5])
+        response = (await admin.describe_consumer_groups([group]))[0]
+        found = []
+        for described in response.groups:
+            for member in described[5]:
+                assigned = ConsumerProtocol.ASSIGNMENT.decode(member[-1]) if member[-1] else None
+                parts = {p for _, ps in assigned.assignment for p in ps} if assigned else set()
+                found.append((str(member[0]), parts))
+        return sorted(found)
     finally:
         await admin.close()
 
 
-def joins(worker: Worker) -> list[tuple[int, str]]:
-    """(generation, member id) of every join in the worker's log, oldest first."""
-    return [(int(g), m) for g, m in JOINED_RE.findall(worker.log())]
+async def members(pipeline: Pipeline, group: str | None = None) -> list[str]:
+    """Member ids of the workers' consumer group (or ``group``), as the broker has them now."""
+    return [member for member, _ in await describe(pipeline, group or pipeline.app_id)]
+
+
+def joins(worker: Worker, group: str | None = None) -> list[tuple[int, str]]:
+    """(generation, member id) of every join of the workers' group (or ``group``) in the
+    worker's log, oldest first."""
+    want = group or worker.pipeline.app_id
+    return [(int(g), m) for name, g, m in JOINED_RE.findall(worker.log()) if name == want]
 
 
 async def all_priced(pipeline: Pipeline, since: str = "1970-01-01") -> bool:
@@ -44,7 +59,7 @@ async def all_priced(pipeline: Pipeline, since: str = "1970-01-01") -> bool:
     return bool(rows) and rows[0][0] == len(APPS)
 
 
-PIPELINE_TOPICS = ("app-ids", "schedule", "crawl-requests", "prices-raw", "prices-normalized")
+PIPELINE_TOPICS = ("schedule", "crawl-requests", "prices-raw", "prices-normalized")
 
 
 async def test_a_new_pipeline_is_assigned_every_topic_it_created(pipeline: Pipeline) -> None:
@@ -61,6 +76,11 @@ async def test_a_new_pipeline_is_assigned_every_topic_it_created(pipeline: Pipel
     for short in PIPELINE_TOPICS:
         assert await w1.partitions(short) == set(range(partitions)), short
     assert [g for g, _ in joins(w1)] == [1]
+    # The seed topic, read by the intake's own group (steamprice.seeds): the same at once.
+    intake = f"{pipeline.app_id}-intake"
+    [(_, seeds)] = await describe(pipeline, intake)
+    assert seeds == set(range(partitions))
+    assert [g for g, _ in joins(w1, intake)] == [1]
 
 
 async def test_a_restarted_worker_rejoins_without_a_rebalance_and_a_twin_is_refused(
@@ -79,6 +99,9 @@ async def test_a_restarted_worker_rejoins_without_a_rebalance_and_a_twin_is_refu
     await seed_apps(pipeline, APPS)
     await wait_for("every app priced", lambda: all_priced(pipeline), timeout=60)
     generation = joins(w1)[-1][0]
+    intake = f"{pipeline.app_id}-intake"
+    intake_generation, intake_member = joins(w1, intake)[-1]
+    assert intake_member.startswith(f"{instance}-intake-")
 
     # Killed and restarted at once: the same id takes the dead member's place, and its
     # partitions, in the generation the group already had (no rebalance, no wait).
@@ -87,6 +110,10 @@ async def test_a_restarted_worker_rejoins_without_a_rebalance_and_a_twin_is_refu
     again, new_member = joins(w1)[-1]
     assert again == generation and new_member != member
     assert await members(pipeline) == [new_member]
+    # So does the seed intake's member of its own group.
+    intake_again, new_intake_member = joins(w1, intake)[-1]
+    assert intake_again == intake_generation and new_intake_member != intake_member
+    assert await members(pipeline, intake) == [new_intake_member]
     assert (w1.data_dir / "group-member-id").read_text().strip() == new_member
 
     # A twin: another directory, the same GROUP_INSTANCE_ID. Refused, with one line.

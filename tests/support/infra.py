@@ -163,10 +163,18 @@ async def topic_ends(pipeline: Pipeline) -> dict[str, int]:
         await consumer.stop()
 
 
+def group_of(pipeline: Pipeline, short: str) -> str:
+    """The consumer group that reads a topic: the seed intake's own for ``app-ids``
+    (``steamprice.seeds``), else the workers' Faust group (the APP_ID)."""
+    return f"{pipeline.app_id}-intake" if short == "app-ids" else pipeline.app_id
+
+
 async def committed_offsets(pipeline: Pipeline, short: str) -> dict[int, tuple[int, int]]:
-    """Per partition of a topic: the offset the pipeline's consumer group committed, the end."""
+    """Per partition of a topic: the offset the group that reads it committed, the end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=pipeline.kafka, group_id=pipeline.app_id, enable_auto_commit=False
+        bootstrap_servers=pipeline.kafka,
+        group_id=group_of(pipeline, short),
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:

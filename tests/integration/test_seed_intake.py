@@ -1,0 +1,71 @@
+"""The seed topic's own consumer group (``<APP_ID>-intake``, ``steamprice.seeds``) on the real
+broker: an upgrade from the Faust agent that read it before takes up where that left off, and
+the seed backlog is measured as the other topics' is."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.support.checks import appdetails_requests
+from tests.support.fakes import FakeSteam
+from tests.support.infra import committed_offsets, wait_for
+from tests.support.processes import Pipeline
+
+OLD = list(range(10_001, 10_041))  # taken in by the previous release's agent
+NEW = list(range(20_001, 20_041))  # seeded since
+
+
+async def commit_to_the_end(pipeline: Pipeline, group: str, short: str) -> dict[int, int]:
+    """Commit every partition of a topic at its end in ``group`` (as a consumer that read it
+    all would have); the offsets by partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=pipeline.kafka, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        name = pipeline.topic(short)
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit(ends)
+        return {tp.partition: end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def test_an_upgrade_takes_up_the_seed_topic_where_the_faust_agent_left_it(
+    pipeline: Pipeline, steam: FakeSteam
+) -> None:
+    for app_id in OLD + NEW:
+        steam.set_price(app_id, "us", 999, 999, 0)
+    assert f"Sent {len(OLD)} app ids" in await pipeline.cli("seed", *map(str, OLD))
+    # The previous release read the seed topic with an agent of the workers' Faust group.
+    done = await commit_to_the_end(pipeline, pipeline.app_id, "app-ids")
+    assert sum(done.values()) == len(OLD)
+    assert f"Sent {len(NEW)} app ids" in await pipeline.cli("seed", *map(str, NEW))
+
+    worker = pipeline.worker()
+    await worker.start()
+
+    async def new_apps_priced() -> bool:
+        rows = await pipeline.query("SELECT app_id FROM price_current")
+        return {r[0] for r in rows} >= set(NEW)
+
+    await wait_for("the apps seeded since to be priced", new_apps_priced, timeout=120)
+    # Each partition is read in order: what came before the new seeds was skipped, not late.
+    asked = {int(a) for r in appdetails_requests(steam) for a in r.query["appids"].split(",")}
+    assert asked & set(OLD) == set()
+    assert "where group" in worker.log()
+
+    async def intake_committed() -> bool:
+        offsets = await committed_offsets(pipeline, "app-ids")
+        return all(done == end for done, end in offsets.values())
+
+    await wait_for("the intake group to commit the seed topic", intake_committed, timeout=30)
+
+    async def seed_lag_reported() -> bool:
+        return 'steam_consumer_lag_messages{topic="app-ids"} 0.0' in await worker.metrics()
+
+    await wait_for("the seed backlog to be measured", seed_lag_reported, timeout=30)
+
