@@ -31,6 +31,12 @@ def main() -> None:
     from steamprice.settings import SettingsError
 
     try:
+        # ``seed`` with ids or --file, once the topics exist, needs no Faust (steamprice.seeding).
+        if sys.argv[1:2] == ["seed"]:
+            from steamprice.seeding import quick_seed
+
+            if quick_seed(sys.argv[2:]):
+                return
         from steamprice.cli import main as cli_main
     except SettingsError as exc:
         sys.exit(f"steamprice: invalid setting: {exc}")

@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.utils import json as faust_json
 from mode.utils.compat import want_bytes
 
 from steamprice.models import Observation, ScheduleCommand
+
+# The partitioner lives with the quick seed command (no Faust there); its users import it here.
+from steamprice.seeding import by_partition as by_partition
+from steamprice.seeding import partition_for as partition_for
 
 # Most app ids one schedule or crawl-requests record holds (a few kB of JSON): a long list (a
 # whole catalog seeded, retry-failed of thousands) goes out in several records.
@@ -47,24 +50,6 @@ def json_bytes(value: Any) -> bytes:
     """A JSON value's bytes as Faust's ``json`` codec writes them (without the registry's and
     the codec's layers: 0.9 us a value, not 2.3)."""
     return want_bytes(faust_json.dumps(value))
-
-
-def partition_for(app_id: int, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for a record keyed by ``app_id``.
-
-    Topics are keyed by the app id serialized as JSON (``730`` -> ``b"730"``); the Java client,
-    aiokafka and Faust all take murmur2 of the key bytes, made positive, modulo the count.
-    """
-    hashed: int = murmur2(str(app_id).encode())
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
-def by_partition(app_ids: Iterable[int], partitions: int) -> dict[int, list[int]]:
-    """App ids grouped by their partition (order kept within a group)."""
-    groups: dict[int, list[int]] = {}
-    for app_id in app_ids:
-        groups.setdefault(partition_for(app_id, partitions), []).append(app_id)
-    return groups
 
 
 class BadRecord(ValueError):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,52 +27,12 @@ from steamprice.discovery import iter_app_list
 from steamprice.local_state import DataDirInUse, reset_local_tables
 from steamprice.models import ScheduleCommand
 from steamprice.notify import commands as _discord_commands  # noqa: F401 (registers them)
-from steamprice.schedule import RETRY, BadSeed, parse_seed
+from steamprice.schedule import RETRY
+from steamprice.seeding import BadSeed, Progress, ids_from_file, ids_from_lines, sent_line
 from steamprice.services import store
 from steamprice.status import read_app_states
 from steamprice.steam import StoreError
 from steamprice.topics import ALL_TOPICS, app_ids_topic, send_schedule, send_seeds
-
-PROGRESS_EVERY_SECONDS = 1.0
-
-
-class Progress:
-    """A one-line progress display on stderr for long inputs (silent for short ones)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.count = 0
-        self._last = time.monotonic()
-        self._shown = False
-
-    def tick(self, n: int = 1) -> None:
-        self.count += n
-        if time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
-            self._last = time.monotonic()
-            self._shown = True
-            print(f"\r{self.what}: {self.count:,}", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self._shown:
-            print(f"\r{self.what}: {self.count:,}", file=sys.stderr, flush=True)
-
-
-def ids_from_lines(lines: Iterable[str], source: str) -> Iterator[int]:
-    """App ids from text, one per line; blank lines and ``#`` comments are skipped."""
-    for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            yield parse_seed(text)
-        except BadSeed as exc:
-            raise BadSeed(f"{source}:{number}: {exc}") from None
-
-
-def ids_from_file(path: str) -> list[int]:
-    """``--file``: a path, or ``-`` for standard input (a CLI reads it before any I/O starts)."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    return list(ids_from_lines(text.splitlines(), path))
 
 
 async def _ensure_topics() -> None:
@@ -124,10 +83,7 @@ async def seed(self: AppCommand, app_ids: tuple[str, ...], file_: str | None, al
     progress = Progress("Sent")
     await send_seeds(unique, progress.tick)
     progress.done()
-    self.say(
-        f"Sent {len(unique)} app ids to {app_ids_topic.get_topic_name()}"
-        + (f" ({len(ids) - len(unique)} duplicates dropped)" if len(ids) > len(unique) else "")
-    )
+    self.say(sent_line(app_ids_topic.get_topic_name(), ids, unique))
 
 
 @app.command()

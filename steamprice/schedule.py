@@ -20,7 +20,6 @@ any size waits in the index, not in Kafka, and nothing bursts.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -28,53 +27,16 @@ from datetime import datetime, timedelta
 
 from steamprice.models import AppState, ScheduleCommand
 
-MAX_APP_ID = 2**31 - 1
-MAX_SEED_BYTES = 1024
+# The seed parser lives with the quick seed command (no Faust there); its users import it here.
+from steamprice.seeding import MAX_APP_ID as MAX_APP_ID
+from steamprice.seeding import BadSeed as BadSeed
+from steamprice.seeding import parse_seed as parse_seed
 
 SEED, RECHECK, FAILED, RETRY = "seed", "recheck", "failed", "retry"
 PRICED, CHANGED = "priced", "changed"
 OPS = (SEED, RECHECK, FAILED, RETRY, PRICED, CHANGED)
 # Values of AppState.last_result.
 RESULT_OK, RESULT_ERROR = "ok", "error"
-
-
-class BadSeed(ValueError):
-    """A seed-topic message that is not an app id; the message is the reason."""
-
-
-def parse_seed(value: bytes | str | int | dict[str, object] | None) -> int:
-    """Accept a bare ``730`` or ``{"app_id": 730}``; raise :class:`BadSeed` for anything else."""
-    if value is None:
-        raise BadSeed("empty message")
-    if isinstance(value, bytes):
-        if len(value) > MAX_SEED_BYTES:
-            raise BadSeed(f"message too large ({len(value)} bytes)")
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadSeed("message is not UTF-8") from None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise BadSeed("empty message")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise BadSeed('not JSON: expected 730 or {"app_id": 730}') from None
-        except RecursionError:
-            # ~1000 nested brackets fit under MAX_SEED_BYTES. Uncaught, it crashed the intake
-            # agent, lost the message without a reason and stalled the seed topic while Faust
-            # restarted the agent (found by tests/integration/test_faults_input.py).
-            raise BadSeed("JSON nested too deeply") from None
-    if isinstance(value, dict):
-        if "app_id" not in value:
-            raise BadSeed("object without an app_id field")
-        value = value["app_id"]  # type: ignore[assignment]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadSeed(f"app_id must be an integer, not {type(value).__name__}")
-    if not 1 <= value <= MAX_APP_ID:
-        raise BadSeed(f"app_id {value} is out of range 1..{MAX_APP_ID}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from steamprice.metrics import Metrics
-from steamprice.notify.rulebook import bootstrap_servers
+from steamprice.settings import bootstrap_servers
 
 logger = logging.getLogger(__name__)
 

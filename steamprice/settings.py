@@ -44,6 +44,11 @@ class Secret:
         return hash(self._value)
 
 
+def bootstrap_servers(kafka_broker: str) -> str:
+    """Kafka URLs (``kafka://host:port;kafka://...``) as aiokafka takes them."""
+    return ",".join(u.split("://", 1)[-1] for u in kafka_broker.split(";"))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a worker; field comments document them (and docs/configuration.md)."""
@@ -204,6 +209,11 @@ class Settings:
     def topic_name(self, short: str) -> str:
         return f"{self.app_id}.{short}"
 
+    @property
+    def bootstrap_servers(self) -> str:
+        """``KAFKA_BROKER`` as aiokafka takes it: ``host:port,host:port`` (no ``kafka://``)."""
+        return bootstrap_servers(self.kafka_broker)
+
     def validate(self) -> None:
         if not self.kafka_broker:
             raise SettingsError("KAFKA_BROKER must name at least one broker")
@@ -274,10 +284,12 @@ def _validate_group_settings(s: Settings) -> None:
 
 
 def _validate_discord_settings(s: Settings) -> None:
-    from steamprice.pricing import KINDS  # lazy: the pure settings module stays light
-
     if not 0 <= s.discord_min_discount <= 100:
         raise SettingsError("DISCORD_MIN_DISCOUNT must be a percentage between 0 and 100")
+    if s.discord_kinds:
+        # Lazy, and only when there are kinds to check: pricing imports Faust's models, which
+        # the quick ``steamprice seed`` (steamprice.seeding) does without.
+        from steamprice.pricing import KINDS
     for kind in s.discord_kinds:
         if kind not in KINDS:
             raise SettingsError(

@@ -82,15 +82,13 @@ def default_worker_url() -> str:
     return f"http://{host}:{settings.web_port}"
 
 
-def _bootstrap_servers() -> str:
-    return ",".join(u.split("://", 1)[-1] for u in settings.kafka_broker.split(";"))
-
-
 async def read_app_states() -> list[TrackedApp]:
     """The latest value of every key of the app-state table, from its changelog topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap_servers(), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         topic = app_state_table.changelog_topic.get_topic_name()

@@ -26,6 +26,7 @@ from steamprice.batches import (
 )
 from steamprice.kafka import send_now
 from steamprice.models import FailedInput, PriceChange, ScheduleCommand
+from steamprice.seeding import send_seed_batches
 
 
 def _keyed_by_app(short: str, value_type: type[faust.Record]) -> Any:
@@ -168,32 +169,7 @@ async def send_crawl_requests(
 
 
 async def send_seeds(app_ids: Sequence[int], sent: Callable[[int], object] = lambda n: None) -> int:
-    """Seeds on the seed topic, one record per app keyed by its id, handed to Kafka in batches.
-
-    Each app is a record of its own, keyed and valued ``b"730"`` and put in the partition the
-    producer's partitioner picks for that key (``partition_for``, over the topic's partitions as
-    the broker has them), as a send per app did; what is batched is the handing over: one Kafka
-    record batch per partition at a time. Sent one by one through Faust's producer, 50,000 seeds
-    took 4 s of CPU, on the machine where the worker that reads them runs. ``sent(n)`` is
-    called as batches go out (progress). Returns once the broker has every record.
-    """
+    """Seeds on the seed topic through the app's producer (``seeding.send_seed_batches``)."""
     producer = await app.maybe_start_producer()
     kafka = cast(Any, producer)._ensure_producer()
-    topic = app_ids_topic.get_topic_name()
-    count = len(await kafka.partitions_for(topic))
-    delivered = []
-    for partition, ids in by_partition(app_ids, count).items():
-        batch, size = kafka.create_batch(), 0
-        for app_id in ids:
-            raw = str(app_id).encode()
-            if batch.append(timestamp=None, key=raw, value=raw) is None:  # full: send it
-                delivered.append(await kafka.send_batch(batch, topic, partition=partition))
-                sent(size)
-                batch, size = kafka.create_batch(), 0
-                if batch.append(timestamp=None, key=raw, value=raw) is None:
-                    raise ValueError(f"app id {app_id} does not fit a Kafka record batch")
-            size += 1
-        delivered.append(await kafka.send_batch(batch, topic, partition=partition))
-        sent(size)
-    await asyncio.gather(*delivered)
-    return len(app_ids)
+    return await send_seed_batches(kafka, app_ids_topic.get_topic_name(), app_ids, sent)

@@ -25,16 +25,13 @@ from mode import Service
 
 from steamprice.metrics import Metrics
 from steamprice.notify.rules import DEFAULT_RULE, AlertRule, RuleError, RuleIndex, rule_from_json
+from steamprice.settings import bootstrap_servers
 
 logger = logging.getLogger(__name__)
 
 FOLLOW_POLL_MS = 500
 RETRY_SECONDS = 2.0
 SOURCE = "alert-rules"
-
-
-def bootstrap_servers(kafka_broker: str) -> str:
-    return ",".join(u.split("://", 1)[-1] for u in kafka_broker.split(";"))
 
 
 def apply_record(

@@ -1,8 +1,12 @@
 """The seed topic's own consumer group (``<APP_ID>-intake``, ``steamprice.seeds``) on the real
 broker: an upgrade from the Faust agent that read it before takes up where that left off, and
-the seed backlog is measured as the other topics' is."""
+the seed backlog is measured as the other topics' is; ``steamprice seed`` sends without Faust
+once the topics exist."""
 
 from __future__ import annotations
+
+import asyncio
+import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -69,3 +73,32 @@ async def test_an_upgrade_takes_up_the_seed_topic_where_the_faust_agent_left_it(
 
     await wait_for("the seed backlog to be measured", seed_lag_reported, timeout=30)
 
+
+async def test_seed_sends_without_faust_once_the_topics_exist(pipeline: Pipeline) -> None:
+    # Before any worker: the Faust command line creates the topics (with their partitions).
+    assert "Sent 1 app ids" in await pipeline.cli("seed", "730")
+    quick = (
+        "import sys\n"
+        "from steamprice.seeding import quick_seed\n"
+        "assert quick_seed(sys.argv[1:]), 'left to the Faust command line'\n"
+        "assert 'faust' not in sys.modules, 'Faust imported'\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        quick,
+        "570",
+        "440",
+        "570",
+        env=pipeline.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=pipeline.tmp,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, out.decode()
+    topic = pipeline.topic("app-ids")
+    assert out.decode().strip() == f"Sent 2 app ids to {topic} (1 duplicates dropped)"
+    # As the Faust path sends them: keyed and valued by the id, in the key's partition.
+    records = await pipeline.read_topic("app-ids")
+    assert sorted(records) == [(b"440", b"440"), (b"570", b"570"), (b"730", b"730")]
