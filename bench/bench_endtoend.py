@@ -20,6 +20,7 @@ from bench.bench_pipeline import (
     PRODUCTION,
     checkout,
     cpu_seconds,
+    discard_state,
     peak_rss_mb,
     remove_checkout,
 )
@@ -84,6 +85,7 @@ async def run(name: str, fake: FakeSteam, ids: list[int], env: dict[str, str]) -
     finally:
         print(f"  worker log: {worker.log_path}")
         await pipeline.close()
+        discard_state(pipeline)
 
 
 async def main() -> dict[str, object]:

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench.bench_pipeline import discard_state
 from tests.support.fakes import FakeSteam
 from tests.support.processes import Pipeline
 from tests.support.replay import SNAPSHOTS, expected_changes, read_snapshot, replay, shared_data_dir
@@ -34,6 +35,7 @@ async def main() -> dict[str, object]:
         finally:
             print(f"worker log: {worker.log_path}")
             await pipeline.close()
+            discard_state(pipeline)
     out: dict[str, object] = {"passes": [p.__dict__ for p in result.passes]}
     if len(paths) == 2:
         expected = expected_changes(*(read_snapshot(p) for p in paths))
