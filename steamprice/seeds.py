@@ -189,7 +189,7 @@ class SeedConsumer(Service):
         try:
             await self.handler(records)
         except Exception as exc:
-            self.metrics.consumer_repairs.labels("seed_fetch_retried").inc()
+            self.metrics.kafka_messages.labels("app-ids", "reread").inc(len(records))
             logger.warning(
                 "Seeds at %s not taken in (%s: %s); read again in %.0f s",
                 ", ".join(f"{tp.partition}@{part[0].offset}" for tp, part in fetched.items()),
