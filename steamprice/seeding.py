@@ -252,8 +252,15 @@ def quick_seed(argv: Sequence[str]) -> bool:
     unique = list(dict.fromkeys(ids))
     names = [settings.topic_name(name) for name in TOPIC_NAMES]
     progress = Progress("Sent")
-    if not asyncio.run(_send_quickly(settings.bootstrap_servers, names, unique, progress)):
-        return False
+    try:
+        if not asyncio.run(_send_quickly(settings.bootstrap_servers, names, unique, progress)):
+            return False
+    except Exception as exc:  # the broker went away mid-send: say so, no traceback
+        raise SystemExit(
+            f"steamprice seed: sending to Kafka at {settings.bootstrap_servers} failed after"
+            f" {progress.count:,} of {len(unique):,} app ids ({exc.__class__.__name__}: {exc});"
+            " seeding them again is harmless"
+        ) from None
     progress.done()
     print(sent_line(names[0], ids, unique), flush=True)
     return True
