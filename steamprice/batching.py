@@ -1,5 +1,5 @@
-"""Batches of a Faust stream, each acked once processed: the loops of the sinks, the intake and
-the crawler (which groups the apps it prices by partition)."""
+"""Batches of a Faust stream, each acked once processed: the loops of the sinks and the crawler
+(which groups the apps it prices by partition)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,8 @@ class Batcher:
         ack_errors: bool = True,
         stop_on: tuple[type[BaseException], ...] = (),
         name: str = "",
-        events: bool = False,
     ) -> None:
         self.stream = stream
-        # ``process`` gets the events themselves (their messages: timestamps, partitions).
-        self.events = events
         self.size = size
         self.wait = wait
         self.process = process
@@ -100,7 +97,7 @@ class Batcher:
         events, self._events = self._events, []
         processed = stopping = False
         try:
-            await self.process(events if self.events else [e.value for e in events])
+            await self.process([e.value for e in events])
             processed = True
         except self.stop_on:
             stopping = True

@@ -38,7 +38,7 @@ def _keyed_by_app(short: str, value_type: type[faust.Record]) -> Any:
 
 
 # The seed topic takes raw bytes: a bare ``730`` or ``{"app_id": 730}``, with or without a key.
-# Anything else must reach app-ids-failed, so nothing is decoded before the intake agent looks.
+# Anything else must reach app-ids-failed, so nothing is decoded before the intake looks.
 app_ids_topic = app.topic(
     settings.topic_name("app-ids"),
     key_type=bytes,
