@@ -601,10 +601,15 @@ class Consumer(aiokafka.Consumer):
             or not self.flow_active
             or not self.app.flow_control.is_active()
             or getattr(self.app.producer.buffer, "holding", False)
+            or self._commit_fut is not None
         ):
             # No partition is judged while the flow stops, or while the conductor holds a
             # message back until table writes were sent (ProducerBuffer): it is neither queued
-            # nor in flight then, and not lost.
+            # nor in flight then, and not lost. Nor while a commit runs: it took the offsets
+            # it commits off the acked ones, and the committed offset moves only once the
+            # table writes were flushed to Kafka and the broker answered (seconds during a
+            # first sweep, as long as the broker is away): until then they are neither acked
+            # nor in flight, and were read twice as lost.
             self._suspects = {}
             return
         tps = [tp for tp in self.assignment() if self._is_stream_tp(tp)]
@@ -1037,8 +1042,34 @@ class ProducerBuffer(FaustProducerBuffer):
                 raise
 
 
+def track_sent_topics(client: Any) -> None:
+    """Make an aiokafka client keep the metadata of every topic its producer sends to.
+
+    aiokafka refreshes the metadata of the topics a client tracks (of every topic while it
+    tracks none), and a send starts tracking its topic only when the metadata lacks it. A topic
+    first sent to while the metadata held every topic is therefore never tracked, and the next
+    refresh after another topic is tracked drops it: a batch queued for it meanwhile (it lingers
+    ``PRODUCER_LINGER_MS``) then waits for a leader that the refreshes of the tracked topics never
+    bring back, until it expires (``producer_request_timeout``, 20 minutes), and every flush, so
+    every commit, waits with it. Seen in a worker whose schedule agent wrote the app-state table
+    (queued for its changelog) and then sent its first app-ids-failed message: the table write
+    never reached Kafka. Here a send tracks its topic before the metadata is looked at, so a
+    refresh keeps it, and a batch that lost its leader to an earlier refresh gets it back at the
+    next one (aiokafka refreshes while a queued batch has no leader).
+    """
+    wait_on_metadata = client._wait_on_metadata
+
+    async def tracked_wait_on_metadata(topic: str) -> Any:
+        if topic not in client._topics:
+            client.add_topic(topic)  # a refresh of every tracked topic, this one included
+        return await wait_on_metadata(topic)
+
+    client._wait_on_metadata = tracked_wait_on_metadata
+
+
 class Producer(aiokafka.Producer):
-    """Faust's aiokafka producer with the counted :class:`ProducerBuffer`."""
+    """Faust's aiokafka producer with the counted :class:`ProducerBuffer`, whose Kafka producer
+    keeps the metadata of every topic it sends to (:func:`track_sent_topics`)."""
 
     def __init__(self, transport: Any, loop: Any = None, **kwargs: Any) -> None:
         super().__init__(transport, loop=loop, **kwargs)
@@ -1046,6 +1077,11 @@ class Producer(aiokafka.Producer):
             buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
             buffer.app = self.app
             self.buffer = buffer
+
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        track_sent_topics(producer.client)
+        return producer
 
 
 class Transport(aiokafka.Transport):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 from mode import Service
@@ -294,3 +295,36 @@ async def test_a_resumed_coroutine_returns_its_value_and_takes_a_throw() -> None
     await asyncio.sleep(0)
     second.set_result("value")
     assert await task == "value after the error"
+
+
+async def test_no_partition_is_judged_stuck_while_a_commit_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit takes the offsets it commits off the acked ones, then waits for the table writes
+    to reach Kafka: until the broker answers they are neither acked nor in flight. Judged then,
+    they were read again as lost (twice the work, and "which no agent got" in the log)."""
+    stalls = kafka.App("stall-test", broker="kafka://127.0.0.1:1")
+    consumer = cast(Any, stalls.consumer)
+    tp = TP("stall-test.schedule", 2)
+    recovered: list[tuple[TP, int]] = []
+
+    async def positions(tps: list[TP]) -> dict[TP, int]:
+        return {tp: 4}
+
+    async def recover(tp: TP, offset: int, present: int) -> None:
+        recovered.append((tp, offset))
+
+    monkeypatch.setattr(consumer, "_thread", SimpleNamespace(positions=positions))
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer, "_is_stream_tp", lambda _: True)
+    monkeypatch.setattr(consumer, "_recover", recover)
+    stalls.flow_control.resume()
+    consumer._committed_offset[tp] = 3  # offset 3 acked, taken by the commit that runs
+    consumer._commit_fut = asyncio.get_running_loop().create_future()
+    for _ in range(3):
+        await consumer._check_stalls()
+    assert recovered == []
+    consumer._commit_fut = None  # the commit never came back: now it is judged
+    for _ in range(2):
+        await consumer._check_stalls()
+    assert recovered == [(tp, 3)]

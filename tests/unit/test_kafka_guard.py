@@ -80,6 +80,10 @@ METHODS: list[tuple[type, str, str]] = [
     # that writes a changelog offset to RocksDB (recognised, then called once per batch).
     (faust_aiokafka.Producer, "_ensure_producer", "self"),
     (Collection, "_on_changelog_sent", "self, fut"),
+    # The Kafka producer is built here (overridden) and its client's metadata wait wrapped, so
+    # that every topic sent to is tracked (kafka.track_sent_topics).
+    (faust_aiokafka.Producer, "_new_producer", "self, transactional_id=None"),
+    (AIOKafkaClient, "_wait_on_metadata", "self, topic"),
 ]
 # Private attributes of a faust consumer that kafka.py reads or changes, and their types.
 CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
@@ -92,6 +96,8 @@ CONSUMER_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
     "_thread": lambda v: isinstance(v, kafka.ConsumerThread),
     "_commit_every": lambda v: v is None or isinstance(v, int),
     "_stopped": lambda v: callable(v.is_set),
+    # Set while a commit runs (one at a time): no partition's commits are judged stuck then.
+    "_commit_fut": lambda v: v is None,
 }
 # Every private name of faust and aiokafka that kafka.py uses (checked against its source below).
 PRIVATE = {
@@ -107,6 +113,7 @@ PRIVATE = {
     "_send_on_produce_message",  # the producer's on_produce_message signal, sent per message
     "_fetch_min_bytes",  # the aiokafka consumer's fetch settings, handed to its fetcher
     "_fetch_max_wait_ms",
+    "_topics",  # the topics an aiokafka client refreshes the metadata of
 }
 # faust-streaming 0.15.3's ``Consumer._drain_messages``, as kafka.py copies it.
 DRAIN_LOOP_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
@@ -155,6 +162,11 @@ def test_the_consumer_has_the_private_attributes_kafka_py_uses() -> None:
         assert check(getattr(consumer, name)), f"faust's consumer {name} changed type"
     # Read without a default in kafka.py: a rename must fail loudly, not turn the check off.
     assert isinstance(app.topics._tp_index, dict)
+    # A commit in progress: set for the whole of force_commit (offsets taken off the acked ones,
+    # table writes flushed, the broker's answer), None again after.
+    commit = inspect.getsource(FaustConsumer.commit)
+    assert "self._commit_fut = asyncio.Future(" in commit and "self.force_commit(" in commit
+    assert "fut, self._commit_fut = self._commit_fut, None" in commit
 
 
 def test_the_drain_loop_kafka_py_copies_is_faust_s_own() -> None:
@@ -239,6 +251,22 @@ def test_the_coordinator_and_recovery_internals_kafka_py_relies_on() -> None:
     assert "self._recovery" in inspect.getsource(FaustTableManager.__init__)
     assert isinstance(FaustTableManager.recovery, property)
     assert "active_highwaters" in inspect.getsource(FaustRecovery.__init__)
+
+
+async def test_the_aiokafka_client_tracks_topics_as_kafka_py_expects() -> None:
+    """track_sent_topics: a client refreshes the metadata of the topics in its ``_topics`` (of
+    every topic while none is), which ``add_topic`` extends, and the producer's sends and
+    batches look their topic's metadata up through ``client._wait_on_metadata``."""
+    client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9")  # never started
+    assert client._topics == set()
+    metadata_update = inspect.getsource(AIOKafkaClient._metadata_update)
+    assert "MetadataRequest(list(topics) if topics else None)" in metadata_update
+    assert "topics = self._topics" in inspect.getsource(AIOKafkaClient._md_synchronizer)
+    assert "self._topics.add(topic)" in inspect.getsource(AIOKafkaClient.add_topic)
+    for method in (AIOKafkaProducer.send, AIOKafkaProducer.send_batch):
+        assert "await self.client._wait_on_metadata(topic)" in inspect.getsource(method)
+    assert "self.client = AIOKafkaClient(" in inspect.getsource(AIOKafkaProducer.__init__)
+    await client.close()
 
 
 async def test_aiokafka_subscription_state_as_kafka_py_walks_it() -> None:
