@@ -161,6 +161,7 @@ class Kafka:
     def __init__(self, batch_size: int = 16384) -> None:
         self.batch_size = batch_size
         self.sent: list[tuple[str, int, int, asyncio.Future[RecordMetadata]]] = []
+        self.closed: list[bool] = []  # of each batch sent: closed, so aiokafka does not linger
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
@@ -170,6 +171,7 @@ class Kafka:
     ) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, partition, batch.record_count(), future))
+        self.closed.append(batch.closed())
         return future
 
     def deliver(self, index: int, base_offset: int) -> None:
@@ -272,6 +274,8 @@ async def test_table_writes_go_out_as_one_record_batch_per_partition(
         (topic.name, 1, 4),
         (topic.name, 2, 4),
     ]
+    # Closed, so aiokafka sends them at once (no linger for writes that will not come).
+    assert kafka_producer.closed == [True] * 3
     assert buf.size == 0 and buf.app.producer.produced == 12  # type: ignore[union-attr]
     assert len(sensors.initiated) == 12 and not any(f.done() for f in writes)
     kafka_producer.deliver(1, base_offset=100)
@@ -298,6 +302,7 @@ async def test_a_partition_s_writes_beyond_one_batch_go_in_several_in_order(
     await asyncio.wait_for(buf.flush(), 1)
     counts = [n for _, _, n, _ in kafka_producer.sent]
     assert len(counts) > 1 and sum(counts) == 20
+    assert kafka_producer.closed == [True] * len(counts)  # the last, not full, as well
     base = 0
     for index, count in enumerate(counts):
         kafka_producer.deliver(index, base_offset=base)
