@@ -109,7 +109,12 @@ BUFFER_MESSAGES = 2000
 # At most one log line per this many seconds says deliveries were held back.
 BUFFER_LOG_SECONDS = 60.0
 # Most table writes the buffer hands to the Kafka producer in one go (grouped by partition).
-BUFFER_ROUND_MESSAGES = 1000
+# aiokafka queues one batch per partition and makes the next one wait until that one is sent,
+# so a round is about what one produce request carries: with rounds of 1,000 (and 16 kB
+# batches) the buffer fell tens of thousands of writes behind a first sweep, and the conductor
+# held every delivery meanwhile (19 s of a 35 s end-to-end run). The worker's producer builds
+# batches of up to 512 kB (app.py), which hold a partition's share of a round.
+BUFFER_ROUND_MESSAGES = 10000
 # How long a subscription waits for the partition leaders of topics just created (then it goes
 # ahead, and the consumer's metadata refresh takes the topic on later, with a rebalance).
 SUBSCRIBE_WAIT_SECONDS = 15.0

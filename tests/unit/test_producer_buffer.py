@@ -313,6 +313,29 @@ async def test_a_partition_s_writes_beyond_one_batch_go_in_several_in_order(
     assert len(table.data.persisted) == len(counts)
 
 
+async def test_a_round_hands_over_every_queued_write_a_batch_holds(batching: Batching) -> None:
+    """aiokafka queues one batch per partition and makes the next wait until that one is sent:
+    rounds of 1,000 writes, in 16 kB batches, capped the buffer at about one round per produce
+    request, and it fell tens of thousands of writes behind a first sweep (the conductor holding
+    every delivery meanwhile). A round takes up to 10,000, and the worker's batches hold 512 kB."""
+    buf, kafka_producer, _, _ = batching
+    kafka_producer.batch_size = 512 * 1024
+    table, topic = Table(), Topic("app-app-state-changelog")
+    for n in range(6000):
+        buf.put(write(table, topic, n % 2, n, size=40))
+    await asyncio.wait_for(buf.flush(), 5)
+    assert [(p, n) for _, p, n, _ in kafka_producer.sent] == [(0, 3000), (1, 3000)]
+
+
+async def test_the_worker_s_kafka_producer_builds_batches_of_512_kb() -> None:
+    from steamprice.app import app
+
+    builder = app.producer._new_producer().create_batch()
+    for n in range(500):  # 500 kB of table writes
+        assert builder.append(timestamp=None, key=b"%d" % n, value=b"x" * 1000) is not None
+    assert builder.append(timestamp=None, key=b"full", value=b"x" * 20_000) is None
+
+
 async def test_table_writes_and_other_messages_are_handed_over_in_the_order_queued(
     batching: Batching,
 ) -> None:
