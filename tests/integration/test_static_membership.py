@@ -76,9 +76,15 @@ async def test_a_new_pipeline_is_assigned_every_topic_it_created(pipeline: Pipel
     for short in PIPELINE_TOPICS:
         assert await w1.partitions(short) == set(range(partitions)), short
     assert [g for g, _ in joins(w1)] == [1]
-    # The seed topic, read by the intake's own group (steamprice.seeds): the same at once.
+    # The seed topic, read by the intake's own group (steamprice.seeds), which the worker joins
+    # once it is ready (a moment after the Faust group): every partition, in its first join.
     intake = f"{pipeline.app_id}-intake"
-    [(_, seeds)] = await describe(pipeline, intake)
+
+    async def intake_assigned() -> list[tuple[str, set[int]]]:
+        described = await describe(pipeline, intake)
+        return described if described and all(parts for _, parts in described) else []
+
+    [(_, seeds)] = await wait_for("the seed intake assigned in its group", intake_assigned, 30)
     assert seeds == set(range(partitions))
     assert [g for g, _ in joins(w1, intake)] == [1]
 
