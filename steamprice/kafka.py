@@ -35,8 +35,11 @@ Table writes wait in Faust's producer buffer for the Kafka producer. Its waits p
 0.1 s timeouts: a commit could return with writes still queued, and during a first sweep
 deliveries were held back long enough for the check above to read messages again that were
 only waiting. :class:`ProducerBuffer` counts instead (a flush waits for every write queued before
-it), and the check judges no partition while the buffer holds a delivery back. It also hands
-table writes to the producer as one record batch per changelog partition, not one by one.
+it), and the check judges no partition while the buffer holds a delivery back or a commit runs.
+It also hands table writes to the producer as one record batch per changelog partition, not one
+by one. And the Kafka producer keeps the metadata of every topic it sends to
+(:func:`track_sent_topics`): aiokafka could drop a changelog topic's while a write for it was
+queued, which then waited 20 minutes for a leader, and every commit with it.
 
 All of this reaches into private internals of faust-streaming and aiokafka, so it holds for the
 exact versions it was proven against (:data:`PROVEN_WITH`, the pins of pyproject.toml): a worker
