@@ -8,7 +8,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from steamprice import kafka
-from tests.support.infra import KAFKA, create_topic, delete_topic
+from tests.support.infra import KAFKA, create_topic, delete_topic, wait_for
 
 
 async def test_a_batch_queued_before_another_topic_s_first_send_is_still_delivered() -> None:
@@ -34,9 +34,13 @@ async def queued_write_survives_a_first_send(producer: AIOKafkaProducer) -> None
     await producer.start()
     try:
         # As Faust does once it created a topic: a refresh while no topic is tracked, so of
-        # every topic.
-        await producer.client.force_metadata_update()
-        assert producer.client.cluster.partitions_for_topic(known) == {0}
+        # every topic (again until the broker lists the topic just created).
+        async def known_listed() -> bool:
+            await producer.client.force_metadata_update()
+            return producer.client.cluster.partitions_for_topic(known) == {0}
+
+        await wait_for(f"{known} in the producer's metadata", known_listed, timeout=30)
+        assert producer.client._topics == set()  # nothing tracked: known only from that refresh
         await create_topic(new, 1)
         queued = await producer.send(known, b"a table write")  # lingers in its batch
         await producer.send_and_wait(new, b"a first message")  # the refresh that takes `new`
